@@ -1,0 +1,61 @@
+"""/healthz: is each part of the stack answering? 200 when all are, 503 naming the rest."""
+
+import time
+from typing import Any
+
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+
+from . import broker
+from .celery import app as celery_app
+from .scheduler import HEARTBEAT_KEY
+
+BEAT_STALE_AFTER = 30  # seconds; beat ticks at least every 5 s
+
+
+def check_database() -> dict[str, Any]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return {"ok": True, "vendor": connection.vendor}
+
+
+def check_broker() -> dict[str, Any]:
+    broker.client().ping()
+    return {"ok": True}
+
+
+def check_workers() -> dict[str, Any]:
+    replies = celery_app.control.ping(timeout=1.0)
+    names = sorted(name for reply in replies for name in reply)
+    return {"ok": bool(names), "workers": names}
+
+
+def check_beat() -> dict[str, Any]:
+    beat = broker.client().get(HEARTBEAT_KEY)
+    age = time.time() - float(beat) if beat else None
+    return {"ok": age is not None and age < BEAT_STALE_AFTER, "seconds_since_tick": age}
+
+
+CHECKS = {
+    "database": check_database,
+    "broker": check_broker,
+    "workers": check_workers,
+    "beat": check_beat,
+}
+
+
+def run_checks() -> dict[str, dict[str, Any]]:
+    results = {}
+    for name, check in CHECKS.items():
+        try:
+            results[name] = check()
+        except Exception as exc:  # a health check reports every failure instead of raising
+            results[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    return results
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    checks = run_checks()
+    failing = [name for name, result in checks.items() if not result["ok"]]
+    body = {"status": "fail" if failing else "ok", "failing": failing, "checks": checks}
+    return JsonResponse(body, status=503 if failing else 200)

@@ -1,0 +1,15 @@
+"""URL routes: admin, API v1 and health."""
+
+from django.contrib import admin
+from django.urls import include, path
+from rest_framework.authtoken.views import obtain_auth_token
+
+from .health import healthz
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("healthz", healthz, name="healthz"),
+    path("api/v1/auth/token/", obtain_auth_token, name="api-token"),
+    path("api/v1/", include("modelregistry.api.urls")),
+    path("api/v1/", include("predictions.api.urls")),
+]

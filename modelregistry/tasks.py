@@ -1,0 +1,1 @@
+"""Celery tasks for the registry: ids in, one domain function call."""

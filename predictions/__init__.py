@@ -1,0 +1,1 @@
+"""Prediction jobs: submission, scoring by Celery workers, results."""

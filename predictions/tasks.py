@@ -1,0 +1,1 @@
+"""Celery tasks for prediction jobs: ids in, one domain function call."""
