@@ -118,7 +118,11 @@ def start_worker(
     args += ["--concurrency", str(concurrency), "-n", name, "--loglevel", "WARNING"]
     args += ["--without-mingle", "--without-gossip", *extra_args]
     process = subprocess.Popen(args, cwd=ROOT, env=process_env(redis_url, **env))
-    _wait_for_worker(process, redis_url, name)
+    try:
+        _wait_for_worker(process, redis_url, name)
+    except BaseException:
+        stop(process, signal.SIGKILL)
+        raise
     return process
 
 
@@ -160,5 +164,11 @@ def start_web(port: int, redis_url: str | None = None, **env: str) -> subprocess
     args = [PYTHON, "-m", "gunicorn", "mlsite.wsgi", "--bind", f"127.0.0.1:{port}"]
     args += ["--workers", "1", "--threads", "8", "--log-level", "warning"]
     process = subprocess.Popen(args, cwd=ROOT, env=process_env(redis_url, **env))
-    wait_for(lambda: socket.create_connection(("127.0.0.1", port), 0.5).close() or True, 30, "web")
+    try:
+        wait_for(
+            lambda: socket.create_connection(("127.0.0.1", port), 0.5).close() or True, 30, "web"
+        )
+    except BaseException:
+        stop(process, signal.SIGKILL)
+        raise
     return process

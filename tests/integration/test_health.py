@@ -3,6 +3,7 @@
 import json
 import urllib.error
 import urllib.request
+from contextlib import ExitStack
 
 import pytest
 
@@ -20,12 +21,13 @@ def get_health(port: int) -> tuple[int, dict]:
 @pytest.mark.django_db(transaction=True)
 def test_health_turns_503_without_redis_and_200_when_it_is_back(private_redis) -> None:
     port = processes.free_port()
-    stack = [
-        processes.start_web(port, private_redis.url),
-        processes.start_worker(private_redis.url),
-        processes.start_beat(private_redis.url),
-    ]
-    try:
+    with ExitStack() as stack:
+        for start in (
+            lambda: processes.start_web(port, private_redis.url),
+            lambda: processes.start_worker(private_redis.url),
+            lambda: processes.start_beat(private_redis.url),
+        ):
+            stack.callback(processes.stop, start())
         processes.wait_for(lambda: get_health(port)[0] == 200, 40, "a green /healthz")
         status, body = get_health(port)
         assert body["status"] == "ok" and body["checks"]["workers"]["workers"]
@@ -37,9 +39,6 @@ def test_health_turns_503_without_redis_and_200_when_it_is_back(private_redis) -
 
         private_redis.start()
         processes.wait_for(lambda: get_health(port)[0] == 200, 60, "/healthz green again")
-    finally:
-        for process in stack:
-            processes.stop(process)
 
 
 @pytest.mark.django_db(transaction=True)
