@@ -101,6 +101,7 @@ INSTALLED_APPS = [
     "django_filters",
     "django_celery_results",
     "django_celery_beat",
+    "drf_spectacular",
     "mlsite",
     "modelregistry",
     "predictions",
@@ -193,6 +194,34 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"user": env_str("API_THROTTLE_RATE", "100000/hour")},
     "EXCEPTION_HANDLER": "mlsite.api.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "ML prediction queue API",
+    "DESCRIPTION": (
+        "Submit prediction jobs against registered scikit-learn models, poll them, cancel "
+        "them and download their results; manage model versions and training. Every error "
+        "answers with the Error shape: a human `detail`, a stable `code`, and `field` when "
+        "one input field is to blame."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "APPEND_COMPONENTS": {
+        "securitySchemes": {
+            "tokenAuth": {
+                "type": "apiKey",
+                "in": "header",
+                "name": "Authorization",
+                "description": 'Token auth: "Authorization: Token <key>" (POST /api/v1/auth/token/).',
+            }
+        }
+    },
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "mlsite.schema.add_error_responses",
+    ],
 }
 
 # Celery: every task has a hard time limit, and Redis's visibility timeout sits above the
