@@ -16,6 +16,20 @@ def client() -> redis.Redis:
     )
 
 
+# kombu keeps each queue as Redis lists, one per priority step: "predict" for priority 0 and
+# "predict\x06\x163", "…6", "…9" for messages sent with a priority (kombu's defaults).
+PRIORITY_SEPARATOR = "\x06\x16"
+PRIORITY_STEPS = (0, 3, 6, 9)
+
+
+def queue_keys(queue: str) -> list[str]:
+    """The Redis lists of a queue, in the order kombu's consumers pop them."""
+    return [queue if step == 0 else f"{queue}{PRIORITY_SEPARATOR}{step}" for step in PRIORITY_STEPS]
+
+
 def queue_depth(queue: str) -> int:
-    """Messages waiting in a Celery queue (kombu keeps each queue as a Redis list)."""
-    return int(client().llen(queue))
+    """Messages waiting in a Celery queue, over all its priority lists."""
+    with client().pipeline(transaction=False) as pipe:
+        for key in queue_keys(queue):
+            pipe.llen(key)
+        return sum(int(size) for size in pipe.execute())

@@ -176,6 +176,15 @@ MODEL_CACHE_SIZE = env_int("MODEL_CACHE_SIZE", 8)
 MAX_WAIT_SECONDS = env_int("MAX_WAIT_SECONDS", 30)
 UNPICKLE_EXTRA_ALLOWED = env_list("UNPICKLE_EXTRA_ALLOWED", [])
 RESULT_RETENTION_DAYS = env_int("RESULT_RETENTION_DAYS", 30)
+RETENTION_BATCH_SIZE = env_int("RETENTION_BATCH_SIZE", 500)
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")  # when set, /metrics wants "Bearer <token>"
+# Prediction jobs: micro-batching of single jobs, leases and the reconciler (issue 4 and 6).
+PREDICT_FLUSH_EVERY = env_int("PREDICT_FLUSH_EVERY", 128)  # requests per micro-batch at most
+PREDICT_FLUSH_INTERVAL = env_float("PREDICT_FLUSH_INTERVAL", 0.01)  # seconds a lone job waits
+MAX_JSON_RESULT_ROWS = env_int("MAX_JSON_RESULT_ROWS", 100_000)  # larger results: csv/parquet
+RECONCILE_INTERVAL = env_float("RECONCILE_INTERVAL", 30.0)
+RECONCILE_QUEUED_AFTER = env_int("RECONCILE_QUEUED_AFTER", 60)  # re-send a job queued this long
+MAX_ATTEMPTS = env_int("MAX_ATTEMPTS", 3)  # then a lost job fails with worker_lost
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6390/0")
 if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
@@ -214,7 +223,7 @@ SPECTACULAR_SETTINGS = {
                 "type": "apiKey",
                 "in": "header",
                 "name": "Authorization",
-                "description": 'Token auth: "Authorization: Token <key>" (POST /api/v1/auth/token/).',
+                "description": 'Send "Authorization: Token <key>"; POST /api/v1/auth/token/.',
             }
         }
     },
@@ -266,6 +275,16 @@ CELERY_TASK_ROUTES = {
     "modelregistry.tasks.*": {"queue": "training"},
 }
 CELERY_BEAT_SCHEDULER = "mlsite.scheduler.HeartbeatScheduler"
+CELERY_BEAT_SCHEDULE = {
+    "reconcile-prediction-jobs": {
+        "task": "predictions.tasks.reconcile_jobs",
+        "schedule": RECONCILE_INTERVAL,
+        "options": {"expires": RECONCILE_INTERVAL},
+    },
+}
+# A running job's lease: renewed per batch chunk; a chunk cannot outlive the time limit,
+# so a lease that expires means its worker is gone.
+JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", TASK_TIME_LIMIT + 60)
 CELERY_TIMEZONE = TIME_ZONE
 
 LOGGING = {

@@ -6,10 +6,12 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from rest_framework.authtoken.views import obtain_auth_token
 
 from .health import healthz
+from .metrics import metrics_view
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics_view, name="metrics"),
     path("api/v1/auth/token/", obtain_auth_token, name="api-token"),
     path("api/v1/", include("modelregistry.api.urls")),
     path("api/v1/", include("predictions.api.urls")),

@@ -8,6 +8,7 @@ from typing import Any
 import joblib
 from django.conf import settings
 
+from mlsite import metrics
 from mlsite.errors import DomainError
 
 from .models import ModelVersion
@@ -46,7 +47,9 @@ def _load_verified(version: ModelVersion) -> Any:
             )
             raise ArtifactMismatch(f"artifact of {version.ref} does not match its sha256")
         estimator = joblib.load(stream)
-    logger.info("loaded %s in %.1f ms", version.ref, (time.perf_counter() - started) * 1000)
+    seconds = time.perf_counter() - started
+    metrics.record_model_load(seconds)
+    logger.info("loaded %s in %.1f ms", version.ref, seconds * 1000)
     return estimator
 
 
