@@ -1,1 +1,30 @@
 """Celery tasks for the registry: ids in, one domain function call."""
+
+from typing import Any
+
+from celery import shared_task
+from django.conf import settings
+
+from . import training_runs
+
+
+@shared_task(
+    name="modelregistry.tasks.retrain",
+    acks_late=True,
+    time_limit=settings.TASK_TIME_LIMIT,
+    soft_time_limit=settings.TASK_TIME_LIMIT - 30,
+    bind=True,
+)
+def retrain(
+    self: Any,
+    spec_id: Any = None,
+    trigger: str = "schedule",
+    run_id: int | None = None,
+    *extra: Any,
+    **unexpected: Any,
+) -> int | None:
+    """Train a spec (the message a beat PeriodicTask sends). Bad arguments end as a failed run."""
+    if extra:  # a hand-made PeriodicTask with too many positional args
+        unexpected = {**unexpected, f"{len(extra)} extra positional argument(s)": extra}
+    run = training_runs.handle_message(spec_id, trigger, run_id, unexpected, self.request.id or "")
+    return run.pk if run else None

@@ -1,0 +1,273 @@
+"""Training runs: asked for by a schedule, the admin or the API; one at a time per spec."""
+
+import io
+import logging
+import platform
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import uuid4
+
+import joblib
+import numpy as np
+import sklearn
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from mlsite.errors import Conflict, DomainError
+
+from . import loader, training, versions
+from .models import (
+    PromotionPolicy,
+    RunStatus,
+    RunTrigger,
+    Stage,
+    TrainingRun,
+    TrainingSpec,
+    VersionSource,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingInProgress(Conflict):
+    code = "training_in_progress"
+
+
+class BadMessage(DomainError):
+    """A retrain message that cannot be run; it still ends as a failed run that says why."""
+
+    code = "bad_retrain_message"
+
+    def __init__(self, message: str, spec: TrainingSpec | None = None) -> None:
+        super().__init__(message)
+        self.spec = spec
+
+
+# --- requesting ------------------------------------------------------------------------
+
+
+def request_run(spec: TrainingSpec, trigger: str) -> TrainingRun:
+    """A queued run of the spec, sent to the training queue once the row is committed.
+
+    Raises TrainingInProgress when a run of the spec is running right now.
+    """
+    from . import tasks  # tasks imports this module
+
+    busy = running_run(spec.pk)
+    if busy is not None:
+        raise TrainingInProgress(f"run {busy.pk} of {spec.name} is in progress; try again later")
+    task_id = str(uuid4())
+    with transaction.atomic():
+        run = TrainingRun.objects.create(spec=spec, trigger=trigger, task_id=task_id)
+        kwargs = {"spec_id": spec.pk, "trigger": trigger, "run_id": run.pk}
+        transaction.on_commit(lambda: tasks.retrain.apply_async(kwargs=kwargs, task_id=task_id))
+    return run
+
+
+def running_run(spec_id: int, now: datetime | None = None) -> TrainingRun | None:
+    fail_stale_runs(spec_id, now or timezone.now())
+    return TrainingRun.objects.filter(spec_id=spec_id, status=RunStatus.RUNNING).first()
+
+
+def fail_stale_runs(spec_id: int, now: datetime) -> int:
+    """Fail runs still marked running past the task's hard time limit: their worker is gone."""
+    cutoff = now - timedelta(seconds=settings.TASK_TIME_LIMIT + 60)
+    return TrainingRun.objects.filter(
+        spec_id=spec_id, status=RunStatus.RUNNING, started_at__lt=cutoff
+    ).update(
+        status=RunStatus.FAILED,
+        finished_at=now,
+        error="the worker running it stopped: no outcome within the task time limit",
+    )
+
+
+# --- handling a retrain message --------------------------------------------------------
+
+
+def handle_message(
+    spec_id: Any, trigger: Any, run_id: Any, unexpected: dict[str, Any], task_id: str = ""
+) -> TrainingRun | None:
+    """Run what a retrain message asks for. Every outcome, even a bad message, is a run row.
+
+    None means the run was already handled (a message delivered twice).
+    """
+    try:
+        run = _run_for(spec_id, trigger, run_id, unexpected, task_id)
+    except BadMessage as exc:
+        logger.warning("retrain message refused: %s", exc)
+        return _record_refused(exc, trigger, task_id)
+    if run is None:
+        return None
+    if not claim(run):
+        run.refresh_from_db()
+        return run
+    return execute(run)
+
+
+def _run_for(
+    spec_id: Any, trigger: Any, run_id: Any, unexpected: dict[str, Any], task_id: str
+) -> TrainingRun | None:
+    spec = _spec_for(spec_id)
+    if unexpected:
+        raise BadMessage(f"unexpected arguments: {', '.join(sorted(unexpected))}", spec)
+    if trigger not in RunTrigger.values:
+        choices = ", ".join(RunTrigger.values)
+        raise BadMessage(f"trigger must be one of {choices}, got {trigger!r}", spec)
+    if run_id is None:
+        return TrainingRun.objects.create(spec=spec, trigger=trigger, task_id=task_id)
+    run = TrainingRun.objects.filter(pk=run_id, spec=spec).first()
+    if run is None:
+        raise BadMessage(f"no training run {run_id!r} of spec {spec.name}", spec)
+    return run if run.status == RunStatus.QUEUED else None
+
+
+def _spec_for(spec_id: Any) -> TrainingSpec:
+    if isinstance(spec_id, bool) or not isinstance(spec_id, int | str):
+        raise BadMessage(f"spec_id must be the id of a training spec, got {spec_id!r}")
+    try:
+        pk = int(spec_id)
+    except ValueError:
+        raise BadMessage(f"spec_id must be the id of a training spec, got {spec_id!r}") from None
+    spec = TrainingSpec.objects.filter(pk=pk).first()
+    if spec is None:
+        raise BadMessage(
+            f"no training spec with id {pk}: fix or delete the periodic task that names it"
+        )
+    return spec
+
+
+def _record_refused(exc: BadMessage, trigger: Any, task_id: str) -> TrainingRun:
+    now = timezone.now()
+    return TrainingRun.objects.create(
+        spec=exc.spec,
+        trigger=trigger if trigger in RunTrigger.values else RunTrigger.SCHEDULE,
+        status=RunStatus.FAILED,
+        error=str(exc),
+        task_id=task_id,
+        started_at=now,
+        finished_at=now,
+    )
+
+
+def claim(run: TrainingRun, now: datetime | None = None) -> bool:
+    """Move a queued run to running. False: it was not queued, or another run holds the spec."""
+    now = now or timezone.now()
+    if run.spec_id is not None:
+        fail_stale_runs(run.spec_id, now)
+    try:
+        with transaction.atomic():
+            # The partial unique index one_running_run_per_spec is the lock: a second
+            # running run of the spec cannot exist, whatever process or host tries.
+            changed = TrainingRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
+                status=RunStatus.RUNNING, started_at=now
+            )
+    except IntegrityError:
+        busy = TrainingRun.objects.filter(spec_id=run.spec_id, status=RunStatus.RUNNING).first()
+        holder = f" (run {busy.pk})" if busy else ""
+        finish(run, RunStatus.FAILED, error=f"another run of this spec is in progress{holder}")
+        return False
+    return bool(changed)
+
+
+# --- executing -------------------------------------------------------------------------
+
+
+def execute(run: TrainingRun) -> TrainingRun:
+    """Train, register, compare and maybe promote. Any failure leaves production untouched."""
+    try:
+        return _train_and_record(run)
+    except Exception as exc:  # every failure, time limits too, ends as a failed run saying why
+        if not isinstance(exc, DomainError):
+            logger.exception("training run %s failed", run.pk)
+        return finish(run, RunStatus.FAILED, error=_describe(exc))
+
+
+def _train_and_record(run: TrainingRun) -> TrainingRun:
+    spec = TrainingSpec.objects.select_related("registered_model", "dataset").filter(pk=run.spec_id)
+    if not spec:
+        raise BadMessage("the training spec was deleted before the run started")
+    trained = training.train(spec[0])
+    production_metrics, promote, reason = _compare(spec[0], trained)
+    with transaction.atomic():  # a version that cannot be promoted as decided is not kept
+        version = _register(spec[0], trained, run)
+        if promote:
+            versions.promote(version, Stage.PRODUCTION, note=f"training run {run.pk}: {reason}")
+        return finish(
+            run,
+            RunStatus.SUCCEEDED,
+            version=version,
+            metrics=trained.metrics,
+            production_metrics=production_metrics,
+            promoted=promote,
+            promotion_reason=reason[:300],
+        )
+
+
+def _compare(spec: TrainingSpec, trained: training.Trained) -> tuple[dict[str, float], bool, str]:
+    """The production version's metrics on the same holdout, and the promotion decision."""
+    model = spec.registered_model
+    production = model.versions.filter(stage=Stage.PRODUCTION).first()
+    scores: dict[str, float] | None = None
+    if production is not None:
+        try:
+            scores = training.score(loader.load(production), trained.holdout, model.task_kind)
+        except Exception as exc:  # a broken production version must not stop training
+            logger.warning("production %s not scored: %s", production.ref, exc)
+            if spec.promotion_policy == PromotionPolicy.IF_BETTER:
+                why = f"production {production.ref} could not be scored on the holdout: {exc}"
+                return {}, False, why
+            scores = {}
+    promote, reason = training.decide(
+        spec.promotion_policy, spec.primary_metric, trained.metrics, scores
+    )
+    if production is not None:
+        reason = f"{reason} [production was {production.ref}]"
+    return scores or {}, promote, reason
+
+
+def _register(
+    spec: TrainingSpec, trained: training.Trained, run: TrainingRun
+) -> versions.ModelVersion:
+    buffer = io.BytesIO()
+    joblib.dump(trained.estimator, buffer)
+    estimator_type = type(trained.estimator)
+    return versions.register_version(
+        spec.registered_model,
+        buffer,
+        estimator_class=f"{estimator_type.__module__}.{estimator_type.__name__}",
+        source=VersionSource.TRAINING,
+        metrics=trained.metrics,
+        params=_json_safe(trained.estimator.get_params()),
+        library_versions=_library_versions(),
+        description=f"Trained by run {run.pk} of spec {spec.name} on dataset {spec.dataset.name}.",
+    )
+
+
+def finish(run: TrainingRun, status: str, **fields: Any) -> TrainingRun:
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status=status, finished_at=timezone.now(), **fields
+    )
+    run.refresh_from_db()
+    return run
+
+
+def _describe(exc: Exception) -> str:
+    message = str(exc) or type(exc).__name__
+    return message if isinstance(exc, DomainError) else f"{type(exc).__name__}: {message}"
+
+
+def _json_safe(params: dict[str, Any]) -> dict[str, Any]:
+    plain = (str, int, float, bool, type(None))
+    return {
+        key: value if isinstance(value, plain) else repr(value) for key, value in params.items()
+    }
+
+
+def _library_versions() -> dict[str, str]:
+    return {
+        "python": platform.python_version(),
+        "scikit-learn": sklearn.__version__,
+        "joblib": joblib.__version__,
+        "numpy": np.__version__,
+    }
