@@ -57,7 +57,7 @@ def database_from_url(name: str, url: str) -> dict:
         config = environ.Env.db_url_config(url)
     except Exception as exc:  # django-environ raises several kinds for a bad URL
         raise ImproperlyConfigured(f"{name} is not a database URL: {exc}") from None
-    if not config.get("ENGINE"):
+    if config.get("ENGINE") not in environ.Env.DB_SCHEMES.values():
         raise ImproperlyConfigured(f"{name} names an unknown database scheme: {url!r}")
     if config["ENGINE"] == "django.db.backends.sqlite3":
         # WAL lets readers run beside one writer; IMMEDIATE takes the write lock at BEGIN so

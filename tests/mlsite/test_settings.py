@@ -1,0 +1,57 @@
+"""Settings come from the environment, and a bad value stops start-up naming the variable."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.processes import ROOT
+
+
+def django_check(**env: str) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "DEBUG": "0", "SECRET_KEY": "x" * 50, **env}
+    return subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("DATABASE_URL", "nosuchdb://x/y"),
+        ("REDIS_URL", "http://127.0.0.1:6379"),
+        ("MAX_INLINE_ROWS", "many"),
+        ("DEBUG", "perhaps"),
+        ("TASK_TIME_LIMIT", "ten"),
+    ],
+)
+def test_a_malformed_variable_stops_start_up_naming_it(variable: str, value: str) -> None:
+    result = django_check(**{variable: value})
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert variable in result.stderr
+
+
+def test_secret_key_is_required_when_debug_is_off() -> None:
+    result = django_check(SECRET_KEY="")
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set when DEBUG is off" in result.stderr
+
+
+def test_sqlite_runs_in_wal_mode_with_immediate_transactions(db) -> None:
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        pytest.fail("this test runs in the SQLite pass only")
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA journal_mode")
+        assert cursor.fetchone()[0] == "wal"
+        cursor.execute("PRAGMA busy_timeout")
+        assert cursor.fetchone()[0] == 30000
+    assert connection.settings_dict["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
