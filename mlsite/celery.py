@@ -3,13 +3,29 @@
 import os
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import setup_logging, worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mlsite.settings")
 
 app = Celery("mlsite")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@setup_logging.connect
+def use_django_logging(loglevel: int | str | None = None, **_: object) -> None:
+    # With a receiver here Celery leaves the root logger alone, so workers and beat log
+    # through settings.LOGGING: the same format, job and task ids on every line. The
+    # command line's --loglevel still sets the level.
+    import logging.config
+
+    from django.conf import settings
+
+    import mlsite.logs  # noqa: F401 - connects the task signals that set the ids
+
+    logging.config.dictConfig(settings.LOGGING)
+    if loglevel:
+        logging.getLogger().setLevel(loglevel)
 
 
 @worker_process_init.connect

@@ -287,11 +287,29 @@ CELERY_BEAT_SCHEDULE = {
 JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", TASK_TIME_LIMIT + 60)
 CELERY_TIMEZONE = TIME_ZONE
 
+# Every line carries job_id and task_id ("-" when it is about no job); LOG_FORMAT=json
+# writes one JSON object per line for log shippers.
+LOG_FORMAT = env_str("LOG_FORMAT", "plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, got {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"job_context": {"()": "mlsite.logs.JobContextFilter"}},
+    "formatters": {
+        "plain": {
+            "format": "%(asctime)s %(levelname)s %(name)s [job=%(job_id)s task=%(task_id)s] "
+            "%(message)s"
+        },
+        "json": {"()": "mlsite.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["job_context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
