@@ -165,7 +165,7 @@ def build_estimator(estimator: str, params: Any, seed: int) -> BaseEstimator:
     """An unfitted allow-listed estimator with validated params. Raises BadSpec."""
     allowed = ESTIMATORS.get(estimator)
     if allowed is None:
-        raise BadSpec(f"{estimator!r} is not an allowed estimator", field="estimator")
+        raise BadSpec(f"{str(estimator)!r} is not an allowed estimator", field="estimator")
     if not isinstance(params, dict):
         raise BadSpec("params must be a JSON object", field="params")
     model = allowed.cls()
@@ -198,7 +198,7 @@ def check_spec(spec: TrainingSpec) -> None:
         )
     if spec.primary_metric not in METRICS_BY_KIND[kind]:
         raise BadSpec(
-            f"{spec.primary_metric!r} is not a {kind} metric "
+            f"{str(spec.primary_metric)!r} is not a {kind} metric "
             f"(choose one of {', '.join(METRICS_BY_KIND[kind])})",
             field="primary_metric",
         )

@@ -1,15 +1,10 @@
 """Training runs: asked for by a schedule, the admin or the API; one at a time per spec."""
 
-import io
 import logging
-import platform
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
-import joblib
-import numpy as np
-import sklearn
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -229,17 +224,17 @@ def _compare(spec: TrainingSpec, trained: training.Trained) -> tuple[dict[str, f
 def _register(
     spec: TrainingSpec, trained: training.Trained, run: TrainingRun
 ) -> versions.ModelVersion:
-    buffer = io.BytesIO()
-    joblib.dump(trained.estimator, buffer)
-    estimator_type = type(trained.estimator)
-    return versions.register_version(
-        spec.registered_model,
-        buffer,
-        estimator_class=f"{estimator_type.__module__}.{estimator_type.__name__}",
+    model = spec.registered_model
+    if not model.input_schema:  # a model without a schema takes the features it was trained on
+        model.input_schema = [{"name": name, "type": "number"} for name in trained.feature_names]
+        model.save(update_fields=["input_schema"])
+    # The registry serialises the estimator and reads it back through the restricted
+    # unpickler, so a trained version is held to the same checks as an upload.
+    return versions.register_estimator(
+        model,
+        trained.estimator,
         source=VersionSource.TRAINING,
         metrics=trained.metrics,
-        params=_json_safe(trained.estimator.get_params()),
-        library_versions=_library_versions(),
         description=f"Trained by run {run.pk} of spec {spec.name} on dataset {spec.dataset.name}.",
     )
 
@@ -255,19 +250,3 @@ def finish(run: TrainingRun, status: str, **fields: Any) -> TrainingRun:
 def _describe(exc: Exception) -> str:
     message = str(exc) or type(exc).__name__
     return message if isinstance(exc, DomainError) else f"{type(exc).__name__}: {message}"
-
-
-def _json_safe(params: dict[str, Any]) -> dict[str, Any]:
-    plain = (str, int, float, bool, type(None))
-    return {
-        key: value if isinstance(value, plain) else repr(value) for key, value in params.items()
-    }
-
-
-def _library_versions() -> dict[str, str]:
-    return {
-        "python": platform.python_version(),
-        "scikit-learn": sklearn.__version__,
-        "joblib": joblib.__version__,
-        "numpy": np.__version__,
-    }

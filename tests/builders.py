@@ -73,3 +73,27 @@ def in_process_predictions(version: ModelVersion, rows: list[dict[str, float]]) 
     estimator = joblib.load(version.artifact.path)
     features = version.registered_model.feature_names
     return estimator.predict(np.array([[row[f] for f in features] for row in rows]))
+
+
+def make_training_spec(
+    name: str = "iris-nightly",
+    *,
+    model: str = "iris",
+    builtin: str = "iris",
+    estimator: str = "logistic_regression",
+    metric: str = "accuracy",
+    **fields: Any,
+) -> Any:
+    """A training spec on a dataset that ships with scikit-learn (iris: a classifier)."""
+    from modelregistry.models import Dataset, TrainingSpec
+
+    kind = TaskKind.REGRESSION if builtin == "diabetes" else TaskKind.CLASSIFICATION
+    dataset, _ = Dataset.objects.get_or_create(name=f"{builtin}-builtin", builtin=builtin)
+    return TrainingSpec.objects.create(
+        name=name,
+        registered_model=make_model(model, kind),
+        dataset=dataset,
+        estimator=estimator,
+        primary_metric=metric,
+        **fields,
+    )

@@ -1,0 +1,213 @@
+"""Training runs on a real worker: versions registered, policies obeyed, one run at a time."""
+
+import pytest
+from django.utils import timezone
+from sklearn.datasets import load_iris
+from sklearn.dummy import DummyClassifier
+
+from modelregistry import training_runs
+from modelregistry.models import (
+    Estimator,
+    ModelVersion,
+    PromotionPolicy,
+    RunStatus,
+    RunTrigger,
+    Stage,
+    TrainingRun,
+    VersionSource,
+)
+from modelregistry.tasks import retrain
+from tests.builders import make_training_spec, make_version
+from tests.processes import wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+FINISHED = (RunStatus.SUCCEEDED, RunStatus.FAILED)
+
+
+def finished(run: TrainingRun, timeout: float = 30) -> TrainingRun:
+    def is_finished() -> bool:
+        run.refresh_from_db()
+        return run.status in FINISHED
+
+    wait_for(is_finished, timeout, f"training run {run.pk}")
+    return run
+
+
+def run_sent_by_message(timeout: float = 30, **kwargs: object) -> TrainingRun:
+    """Send a retrain message as beat would, and return the run row it ended as."""
+    run_id = retrain.apply_async(kwargs=kwargs).get(timeout=timeout)
+    return TrainingRun.objects.get(pk=run_id)
+
+
+def dummy_production() -> ModelVersion:
+    iris = load_iris()
+    return make_version("iris", estimator=DummyClassifier().fit(iris.data, iris.target))
+
+
+def production_of(spec_model_name: str = "iris") -> ModelVersion:
+    return ModelVersion.objects.get(registered_model__name=spec_model_name, stage=Stage.PRODUCTION)
+
+
+def test_a_run_registers_a_version_with_its_holdout_metrics(live_worker) -> None:
+    spec = make_training_spec(params={"max_iter": 500})
+
+    run = finished(training_runs.request_run(spec, RunTrigger.ADMIN))
+
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert run.version.source == VersionSource.TRAINING
+    assert run.version.metrics == run.metrics
+    assert run.metrics["accuracy"] > 0.85
+    assert set(run.metrics) == {"accuracy", "f1", "roc_auc"}
+    assert run.started_at <= run.finished_at
+    assert run.promoted  # the model had no production version yet
+    assert production_of() == run.version
+
+
+def test_a_worse_estimator_is_not_promoted_if_better_is_the_policy(live_worker) -> None:
+    production = make_version("iris")
+    spec = make_training_spec(estimator=Estimator.DUMMY_CLASSIFIER)
+
+    run = finished(training_runs.request_run(spec, RunTrigger.API))
+
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert not run.promoted
+    assert run.promotion_reason.startswith("not better than production")
+    assert run.production_metrics["accuracy"] > run.metrics["accuracy"]
+    assert production_of() == production
+    assert run.version.stage == Stage.NONE
+
+
+def test_a_better_estimator_is_promoted_if_better_is_the_policy(live_worker) -> None:
+    baseline = dummy_production()
+    spec = make_training_spec(params={"max_iter": 500})
+
+    run = finished(training_runs.request_run(spec, RunTrigger.API))
+
+    assert run.promoted, run.promotion_reason
+    assert run.metrics["accuracy"] > run.production_metrics["accuracy"]
+    assert production_of() == run.version
+    baseline.refresh_from_db()
+    assert baseline.stage == Stage.ARCHIVED
+    assert run.version.stage_changes.get(to_stage=Stage.PRODUCTION).note.startswith(
+        f"training run {run.pk}: better than production"
+    )
+
+
+def test_never_registers_a_better_version_without_promoting_it(live_worker) -> None:
+    baseline = dummy_production()
+    spec = make_training_spec(promotion_policy=PromotionPolicy.NEVER, params={"max_iter": 500})
+
+    run = finished(training_runs.request_run(spec, RunTrigger.ADMIN))
+
+    assert run.status == RunStatus.SUCCEEDED
+    assert not run.promoted
+    assert run.metrics["accuracy"] > run.production_metrics["accuracy"]
+    assert production_of() == baseline
+
+
+def test_always_promotes_even_a_worse_version(live_worker) -> None:
+    make_version("iris")
+    spec = make_training_spec(
+        estimator=Estimator.DUMMY_CLASSIFIER, promotion_policy=PromotionPolicy.ALWAYS
+    )
+
+    run = finished(training_runs.request_run(spec, RunTrigger.ADMIN))
+
+    assert run.promoted
+    assert run.metrics["accuracy"] < run.production_metrics["accuracy"]
+    assert production_of() == run.version
+
+
+def test_a_run_is_refused_while_another_run_of_the_spec_is_in_progress(live_worker) -> None:
+    production = make_version("iris")
+    spec = make_training_spec()
+    ongoing = TrainingRun.objects.create(
+        spec=spec, trigger=RunTrigger.SCHEDULE, status=RunStatus.RUNNING, started_at=timezone.now()
+    )
+
+    with pytest.raises(training_runs.TrainingInProgress):
+        training_runs.request_run(spec, RunTrigger.API)
+    refused = run_sent_by_message(spec_id=spec.pk)
+
+    assert refused.status == RunStatus.FAILED
+    assert refused.error == f"another run of this spec is in progress (run {ongoing.pk})"
+    assert refused.version is None
+    assert production_of() == production
+
+
+def test_two_runs_sent_at_once_never_overlap(live_worker) -> None:
+    # A forest big enough that the first run is still fitting when the second is claimed.
+    spec = make_training_spec(
+        estimator=Estimator.RANDOM_FOREST_CLASSIFIER, params={"n_estimators": 300}
+    )
+    first = training_runs.request_run(spec, RunTrigger.ADMIN)
+    second = training_runs.request_run(spec, RunTrigger.ADMIN)
+
+    outcomes = sorted([finished(first).status, finished(second).status])
+
+    assert outcomes == [RunStatus.FAILED, RunStatus.SUCCEEDED]
+    loser = first if first.status == RunStatus.FAILED else second
+    assert loser.error.startswith("another run of this spec is in progress")
+    assert ModelVersion.objects.filter(registered_model=spec.registered_model).count() == 1
+
+
+def test_a_run_of_a_worker_that_died_does_not_hold_the_spec_forever(live_worker) -> None:
+    spec = make_training_spec(params={"max_iter": 500})
+    long_ago = timezone.now() - timezone.timedelta(hours=2)
+    TrainingRun.objects.create(
+        spec=spec, trigger=RunTrigger.SCHEDULE, status=RunStatus.RUNNING, started_at=long_ago
+    )
+
+    run = run_sent_by_message(spec_id=spec.pk)
+
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    stale = TrainingRun.objects.get(started_at=long_ago)
+    assert stale.status == RunStatus.FAILED
+    assert "worker running it stopped" in stale.error
+
+
+def test_a_message_naming_an_unknown_spec_ends_as_a_failed_run(live_worker) -> None:
+    run = run_sent_by_message(spec_id=987654, trigger="schedule")
+
+    assert run.status == RunStatus.FAILED
+    assert run.spec is None
+    assert run.error.startswith("no training spec with id 987654")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"spec_id": "abc"}, "spec_id must be the id of a training spec, got 'abc'"),
+        ({}, "spec_id must be the id of a training spec, got None"),
+        ({"spec_id": 1, "trigger": "cron"}, "trigger must be one of schedule, admin, api"),
+        ({"spec_id": 1, "spec": 1}, "unexpected arguments: spec"),
+    ],
+)
+def test_bad_message_arguments_end_as_a_failed_run(
+    live_worker, kwargs: dict[str, object], error: str
+) -> None:
+    spec = make_training_spec()
+    if kwargs.get("spec_id") == 1:
+        kwargs["spec_id"] = spec.pk
+
+    run = run_sent_by_message(**kwargs)
+
+    assert run.status == RunStatus.FAILED
+    assert run.error.startswith(error)
+
+
+def test_a_spec_with_unknown_params_fails_cleanly_and_leaves_production(live_worker) -> None:
+    production = make_version("iris")
+    spec = make_training_spec(params={"n_trees": 10}, estimator=Estimator.RANDOM_FOREST_CLASSIFIER)
+
+    run = finished(training_runs.request_run(spec, RunTrigger.ADMIN))
+
+    assert run.status == RunStatus.FAILED
+    assert run.error.startswith("unknown params for RandomForestClassifier: n_trees")
+    assert run.version is None
+    assert production_of() == production
+    assert ModelVersion.objects.count() == 1
+    # The worker survived it: the next good run of the same spec goes through.
+    spec.params = {"n_estimators": 5}
+    spec.save()
+    assert finished(training_runs.request_run(spec, RunTrigger.ADMIN)).status == "succeeded"
