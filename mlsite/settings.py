@@ -281,6 +281,10 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": RECONCILE_INTERVAL,
         "options": {"expires": RECONCILE_INTERVAL},
     },
+    "purge-expired-results": {  # result retention (RESULT_RETENTION_DAYS)
+        "task": "mlsite.tasks.purge_expired_results",
+        "schedule": env_float("RETENTION_INTERVAL", 3600.0),
+    },
 }
 # A running job's lease: renewed per batch chunk; a chunk cannot outlive the time limit,
 # so a lease that expires means its worker is gone.

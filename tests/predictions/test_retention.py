@@ -1,0 +1,126 @@
+"""Result retention: old payloads and files go, the job's summary stays, tables stay bounded."""
+
+from datetime import timedelta
+
+import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.utils import timezone
+from django_celery_results.models import TaskResult
+
+from mlsite.tasks import purge_expired_results
+from predictions import retention
+from predictions.models import BatchChunk, ChunkStatus, Kind, PredictionJob, Status
+from tests.base import make_user
+from tests.builders import iris_rows, make_version
+
+NOW = timezone.now()
+
+
+def finished_job(days_ago: float, status: str = Status.SUCCEEDED, **fields) -> PredictionJob:
+    version = make_version() if not PredictionJob.objects.exists() else None
+    version = version or PredictionJob.objects.first().version
+    job = PredictionJob.objects.create(
+        owner=make_user(f"u{PredictionJob.objects.count()}"),
+        version=version,
+        model_ref="iris",
+        artifact_sha256=version.sha256,
+        status=status,
+        rows_total=3,
+        rows_done=3,
+        inputs=iris_rows(3),
+        outputs=[{"prediction": 0}] * 3,
+        **fields,
+    )
+    finished_at = NOW - timedelta(days=days_ago) if status != Status.RUNNING else None
+    PredictionJob.objects.filter(pk=job.pk).update(finished_at=finished_at)
+    job.refresh_from_db()
+    return job
+
+
+def stored(name: str, content: bytes = b"a,b\n1,2\n") -> str:
+    return default_storage.save(name, ContentFile(content))
+
+
+@pytest.mark.django_db
+def test_an_expired_batch_job_loses_its_payload_and_files_but_keeps_its_summary() -> None:
+    job = finished_job(40, kind=Kind.BATCH, error_code="", rows_failed=1)
+    job.input_file.name = stored("uploads/in.csv")
+    job.result_file.name = stored("results/out.csv")
+    job.error_file.name = stored("results/errors.csv")
+    job.save()
+    part = stored("parts/chunk-0.csv")
+    BatchChunk.objects.create(
+        job=job, index=0, start_row=0, stop_row=3, status=ChunkStatus.DONE, output_path=part
+    )
+    files = [job.input_file.name, job.result_file.name, job.error_file.name, part]
+
+    report = retention.purge_expired(now=NOW, days=30)
+
+    job.refresh_from_db()
+    assert (report.jobs, report.files) == (1, 4)
+    assert job.inputs is None and job.outputs is None
+    assert not job.input_file and not job.result_file and not job.error_file
+    assert not any(default_storage.exists(name) for name in files)
+    assert not BatchChunk.objects.filter(job=job).exists()
+    assert job.purged_at == NOW
+    assert (job.status, job.rows_total, job.rows_done, job.rows_failed) == ("succeeded", 3, 3, 1)
+    assert job.finished_at is not None
+
+
+@pytest.mark.django_db
+def test_recent_and_unfinished_jobs_keep_their_payload() -> None:
+    recent = finished_job(2)
+    running = finished_job(40, status=Status.RUNNING)
+    assert retention.purge_expired(now=NOW, days=30).jobs == 0
+    for job in (recent, running):
+        job.refresh_from_db()
+        assert job.inputs is not None and job.purged_at is None
+
+
+@pytest.mark.django_db
+def test_failed_and_cancelled_jobs_expire_like_succeeded_ones() -> None:
+    finished_job(40, status=Status.FAILED, error_code="bad_input")
+    finished_job(40, status=Status.CANCELLED)
+    assert retention.purge_expired(now=NOW, days=30).jobs == 2
+    assert PredictionJob.objects.get(status=Status.FAILED).error_code == "bad_input"
+
+
+@pytest.mark.django_db
+def test_purging_goes_in_batches_and_a_short_run_leaves_the_rest_for_the_next() -> None:
+    for _ in range(5):
+        finished_job(40)
+    assert retention.purge_expired(now=NOW, days=30, batch_size=2, max_batches=1).jobs == 2
+    assert retention.purge_expired(now=NOW, days=30, batch_size=2).jobs == 3
+    assert retention.purge_expired(now=NOW, days=30, batch_size=2).jobs == 0
+    assert not PredictionJob.objects.filter(purged_at__isnull=True).exists()
+
+
+@pytest.mark.django_db
+def test_zero_retention_days_keeps_everything() -> None:
+    finished_job(4000)
+    assert retention.purge_expired(now=NOW, days=0).jobs == 0
+
+
+@pytest.mark.django_db
+def test_old_task_results_are_deleted_and_recent_ones_kept() -> None:
+    for task_id, days_ago in (("old-1", 31), ("old-2", 60), ("new", 1)):
+        TaskResult.objects.create(task_id=task_id, status="SUCCESS")
+        TaskResult.objects.filter(task_id=task_id).update(date_done=NOW - timedelta(days=days_ago))
+    report = retention.purge_expired(now=NOW, days=30, batch_size=1)
+    assert report.task_results == 2
+    assert list(TaskResult.objects.values_list("task_id", flat=True)) == ["new"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_beat_task_purges_in_a_real_worker(live_worker) -> None:
+    job = finished_job(45)  # the worker's default retention is 30 days
+    counts = purge_expired_results.delay().get(timeout=30)
+    job.refresh_from_db()
+    assert counts["jobs"] == 1
+    assert job.purged_at is not None and job.inputs is None
+
+
+def test_the_purge_runs_on_the_beat_schedule(settings) -> None:
+    entries = settings.CELERY_BEAT_SCHEDULE.values()
+    assert any(entry["task"] == "mlsite.tasks.purge_expired_results" for entry in entries)
