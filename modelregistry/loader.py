@@ -1,18 +1,19 @@
 """Loading a version's estimator in a worker: sha256 checked first, then a bounded LRU cache."""
 
+import hashlib
+import io
 import logging
 import time
 from collections import OrderedDict
 from typing import Any
 
-import joblib
 from django.conf import settings
 
 from mlsite import metrics
 from mlsite.errors import DomainError
 
+from . import artifacts
 from .models import ModelVersion
-from .versions import sha256_of
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,12 @@ _cache: OrderedDict[tuple[int, str], Any] = OrderedDict()
 
 
 def load(version: ModelVersion) -> Any:
-    """The version's estimator, from this process's cache or verified from storage."""
+    """The version's estimator, from this process's cache or verified from storage.
+
+    Raises ArtifactMismatch (and marks the version unusable) when the stored bytes no longer
+    match the sha256 recorded at registration, and artifacts.ArtifactRefused when they name
+    a type the restricted unpickler does not allow.
+    """
     key = (version.pk, version.sha256)
     if key in _cache:
         _cache.move_to_end(key)
@@ -40,17 +46,39 @@ def load(version: ModelVersion) -> Any:
 
 def _load_verified(version: ModelVersion) -> Any:
     started = time.perf_counter()
-    with version.artifact.open("rb") as stream:
-        if sha256_of(stream) != version.sha256:
-            ModelVersion.objects.filter(pk=version.pk).update(
-                is_usable=False, unusable_reason="stored artifact does not match its sha256"
-            )
-            raise ArtifactMismatch(f"artifact of {version.ref} does not match its sha256")
-        estimator = joblib.load(stream)
+    # Read once and unpickle those same bytes, so the file cannot change between the
+    # hash check and the load.
+    try:
+        with version.artifact.open("rb") as stream:
+            data = stream.read()
+    except OSError as exc:
+        _mark_unusable(version, f"stored artifact cannot be read: {exc}")
+        raise ArtifactMismatch(f"artifact of {version.ref} cannot be read") from None
+    if hashlib.sha256(data).hexdigest() != version.sha256:
+        _mark_unusable(version, "stored artifact does not match its sha256")
+        raise ArtifactMismatch(f"artifact of {version.ref} does not match its sha256")
+    estimator = artifacts.read_estimator(io.BytesIO(data), version.artifact_format)
     seconds = time.perf_counter() - started
     metrics.record_model_load(seconds)
     logger.info("loaded %s in %.1f ms", version.ref, seconds * 1000)
     return estimator
+
+
+def _mark_unusable(version: ModelVersion, reason: str) -> None:
+    ModelVersion.objects.filter(pk=version.pk).update(is_usable=False, unusable_reason=reason)
+    version.is_usable, version.unusable_reason = False, reason
+
+
+def verify(version: ModelVersion) -> dict[str, Any]:
+    """Load the version afresh (not from the cache) and report; a good one is usable again."""
+    _cache.pop((version.pk, version.sha256), None)
+    try:
+        estimator = load(version)
+    except DomainError as exc:
+        return {"ref": version.ref, "ok": False, "code": exc.code, "detail": str(exc)}
+    if not version.is_usable:
+        ModelVersion.objects.filter(pk=version.pk).update(is_usable=True, unusable_reason="")
+    return {"ref": version.ref, "ok": True, "estimator": type(estimator).__name__}
 
 
 def cached_count() -> int:

@@ -28,3 +28,17 @@ def retrain(
         unexpected = {**unexpected, f"{len(extra)} extra positional argument(s)": extra}
     run = training_runs.handle_message(spec_id, trigger, run_id, unexpected, self.request.id or "")
     return run.pk if run else None
+
+
+@shared_task(
+    name="modelregistry.tasks.verify_version",
+    acks_late=True,
+    time_limit=settings.TASK_TIME_LIMIT,
+    soft_time_limit=settings.TASK_TIME_LIMIT - 30,
+)
+def verify_version(version_id: int) -> dict[str, Any]:
+    """Load a version in this worker, checking its sha256 and unpickling it safely."""
+    from .loader import verify
+    from .models import ModelVersion
+
+    return verify(ModelVersion.objects.select_related("registered_model").get(pk=version_id))

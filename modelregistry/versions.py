@@ -6,18 +6,40 @@ from typing import IO, Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files import File
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Max
 
-from mlsite.errors import NotFound
+from mlsite.errors import BadInput, Conflict, NotFound
 
-from .models import ArtifactFormat, ModelVersion, RegisteredModel, Stage, VersionSource
+from . import artifacts
+from .models import (
+    ArtifactFormat,
+    ModelVersion,
+    RegisteredModel,
+    Stage,
+    StageChange,
+    TaskKind,
+    VersionSource,
+)
 
+SLUG_PATTERN = re.compile(r"^[-a-zA-Z0-9_]{1,100}$")
 REF_PATTERN = re.compile(r"^(?P<name>[-\w]+)(?:@(?P<stage>production|staging)|:(?P<number>\d+))?$")
 
 
 class UnknownModel(NotFound):
     code = "unknown_model"
+
+
+class FeatureMismatch(BadInput):
+    code = "feature_mismatch"
+
+
+class TaskKindMismatch(BadInput):
+    code = "task_kind_mismatch"
+
+
+class StageConflict(Conflict):
+    code = "stage_conflict"
 
 
 def resolve(ref: str) -> ModelVersion:
@@ -75,7 +97,7 @@ def register_version(
             number=last + 1,
             artifact_format=artifact_format,
             sha256=sha256_of(artifact),
-            size=_size_of(artifact),
+            size=artifacts.size_of(artifact),
             estimator_class=estimator_class,
             library_versions=library_versions or {},
             metrics=metrics or {},
@@ -89,8 +111,165 @@ def register_version(
     return version
 
 
-def _size_of(stream: IO[bytes]) -> int:
-    stream.seek(0, 2)
-    size = stream.tell()
-    stream.seek(0)
-    return size
+def upload(
+    name: str,
+    artifact: IO[bytes],
+    *,
+    artifact_format: str = ArtifactFormat.JOBLIB,
+    created_by: AbstractBaseUser | None = None,
+    description: str = "",
+    metrics: dict[str, Any] | None = None,
+) -> ModelVersion:
+    """Check an uploaded artifact and register it as the next version of model `name`.
+
+    A model that does not exist yet is created, with its kind and input schema taken from
+    the estimator. Raises the artifacts.ArtifactRefused family, ArtifactTooLarge,
+    FeatureMismatch or TaskKindMismatch; nothing is stored when any check fails.
+    """
+    inspection = artifacts.inspect_artifact(artifact, artifact_format)
+    with transaction.atomic():
+        model = _model_for(name, inspection, created_by)
+        check_fits(model, inspection)
+        return register_version(
+            model,
+            artifact,
+            estimator_class=inspection.estimator_class,
+            artifact_format=artifact_format,
+            created_by=created_by,
+            source=VersionSource.UPLOAD,
+            metrics=metrics,
+            params=inspection.params,
+            library_versions=inspection.library_versions,
+            description=description,
+        )
+
+
+def register_estimator(
+    model: RegisteredModel,
+    estimator: Any,
+    *,
+    artifact_format: str = ArtifactFormat.JOBLIB,
+    source: str = VersionSource.TRAINING,
+    created_by: AbstractBaseUser | None = None,
+    metrics: dict[str, Any] | None = None,
+    description: str = "",
+) -> ModelVersion:
+    """Serialise a fitted estimator and register it, through the same checks as an upload."""
+    is_skops = artifact_format == ArtifactFormat.SKOPS
+    artifact = artifacts.dump_skops(estimator) if is_skops else artifacts.dump_joblib(estimator)
+    inspection = artifacts.inspect_artifact(artifact, artifact_format)
+    check_fits(model, inspection)
+    return register_version(
+        model,
+        artifact,
+        estimator_class=inspection.estimator_class,
+        artifact_format=artifact_format,
+        created_by=created_by,
+        source=source,
+        metrics=metrics,
+        params=inspection.params,
+        library_versions=inspection.library_versions,
+        description=description,
+    )
+
+
+def _model_for(
+    name: str, inspection: artifacts.Inspection, created_by: AbstractBaseUser | None
+) -> RegisteredModel:
+    if not SLUG_PATTERN.match(name):
+        raise BadInput(f"{name!r} is not a model name (letters, digits, - and _)", field="name")
+    model, _ = RegisteredModel.objects.get_or_create(
+        name=name,
+        defaults={
+            "task_kind": inspection.task_kind,
+            "input_schema": inspection.input_schema,
+            "created_by": created_by,
+        },
+    )
+    return model
+
+
+def check_fits(model: RegisteredModel, inspection: artifacts.Inspection) -> None:
+    """Raise unless the estimator's kind and features agree with the model's."""
+    if model.task_kind != inspection.task_kind:
+        raise TaskKindMismatch(
+            f"{model.name} is a {TaskKind(model.task_kind).label.lower()} model, but the "
+            f"artifact is a {TaskKind(inspection.task_kind).label.lower()} estimator"
+        )
+    expected = model.feature_names
+    if len(expected) != len(inspection.feature_names):
+        raise FeatureMismatch(
+            f"the estimator takes {len(inspection.feature_names)} features, but {model.name}'s "
+            f"schema has {len(expected)} ({', '.join(expected)})"
+        )
+    # Rows are passed in schema order, so names the estimator was fitted on must match it.
+    if inspection.feature_names_from_estimator and inspection.feature_names != expected:
+        raise FeatureMismatch(
+            f"the estimator was fitted on features {inspection.feature_names}, but "
+            f"{model.name}'s schema is {expected}: edit the schema or refit"
+        )
+
+
+def promote(
+    version: ModelVersion, stage: str, *, user: AbstractBaseUser | None = None, note: str = ""
+) -> ModelVersion:
+    """Move a version to `stage`, recording a StageChange; a no-op when it is already there.
+
+    Promoting to production archives the previous production version in the same
+    transaction. Raises StageConflict for an unusable version sent to production.
+    """
+    if stage not in Stage.values:
+        raise BadInput(f"{stage!r} is not a stage ({', '.join(Stage.values)})", field="stage")
+    try:
+        with transaction.atomic():
+            # Lock the model row: promotions of one model take turns, so each sees the
+            # production version the previous one left (the constraint is the backstop).
+            RegisteredModel.objects.select_for_update().get(pk=version.registered_model_id)
+            version = ModelVersion.objects.select_related("registered_model").get(pk=version.pk)
+            if version.stage == stage:
+                return version
+            if stage == Stage.PRODUCTION:
+                _check_servable(version)
+                current = version.registered_model.versions.filter(stage=Stage.PRODUCTION)
+                for previous in current.exclude(pk=version.pk):
+                    _move(previous, Stage.ARCHIVED, user, f"replaced by version {version.number}")
+            _move(version, stage, user, note)
+    except IntegrityError:
+        raise StageConflict(f"{version.ref}: another promotion won; try again") from None
+    return version
+
+
+def _check_servable(version: ModelVersion) -> None:
+    if not version.is_usable:
+        raise StageConflict(f"{version.ref} is unusable ({version.unusable_reason})")
+
+
+def _move(version: ModelVersion, stage: str, user: AbstractBaseUser | None, note: str) -> None:
+    StageChange.objects.create(
+        version=version, from_stage=version.stage, to_stage=stage, changed_by=user, note=note
+    )
+    version.stage = stage
+    version.save(update_fields=["stage"])
+
+
+def previous_production(model: RegisteredModel) -> ModelVersion | None:
+    """The usable version that was in production most recently before the current one."""
+    current = model.versions.filter(stage=Stage.PRODUCTION).values_list("pk", flat=True)
+    changes = (
+        StageChange.objects.filter(version__registered_model=model, from_stage=Stage.PRODUCTION)
+        .exclude(version__in=list(current))
+        .filter(version__is_usable=True)
+        .select_related("version__registered_model")
+    )
+    change = changes.first()  # newest first (StageChange.Meta.ordering)
+    return change.version if change else None
+
+
+def rollback(
+    model: RegisteredModel, *, user: AbstractBaseUser | None = None, note: str = ""
+) -> ModelVersion:
+    """Put the previous production version back in production. Raises StageConflict."""
+    previous = previous_production(model)
+    if previous is None:
+        raise StageConflict(f"{model.name} has no earlier production version to roll back to")
+    return promote(previous, Stage.PRODUCTION, user=user, note=note or "rollback")

@@ -1,6 +1,29 @@
 """API routes."""
 
+from django.urls import path
 from rest_framework.routers import DefaultRouter
 
+from .registry_views import ModelVersionViewSet, RegisteredModelViewSet
+
 router = DefaultRouter()
+router.register("models", RegisteredModelViewSet, basename="model")
 urlpatterns = router.urls
+
+# Registry: a model's versions, nested under its name.
+urlpatterns += [
+    path(
+        "models/<slug:model_name>/versions/",
+        ModelVersionViewSet.as_view({"get": "list", "post": "create"}),
+        name="model-versions",
+    ),
+    path(
+        "models/<slug:model_name>/versions/<int:number>/",
+        ModelVersionViewSet.as_view({"get": "retrieve"}),
+        name="model-version-detail",
+    ),
+    path(
+        "models/<slug:model_name>/versions/<int:number>/promote/",
+        ModelVersionViewSet.as_view({"post": "promote"}),
+        name="model-version-promote",
+    ),
+]

@@ -1,0 +1,120 @@
+"""Registry endpoints: read models and versions; staff upload, promote and roll back."""
+
+from typing import Any
+
+from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.shortcuts import get_object_or_404
+from rest_framework import status
+from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.mixins import ListModelMixin, RetrieveModelMixin
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.permissions import BasePermission, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.viewsets import GenericViewSet, ReadOnlyModelViewSet
+
+from .. import versions
+from ..models import ModelVersion, RegisteredModel, Stage
+from .registry_serializers import (
+    ModelVersionDetailSerializer,
+    ModelVersionSerializer,
+    PromoteSerializer,
+    RegisteredModelSerializer,
+    RollbackSerializer,
+    UploadSerializer,
+)
+
+UPLOAD_PERMISSION = "modelregistry.add_modelversion"
+CREATE_MODEL_PERMISSION = "modelregistry.add_registeredmodel"
+PROMOTE_PERMISSION = "modelregistry.change_modelversion"
+
+
+def staff_with(permission: str) -> type[BasePermission]:
+    """A permission class: staff who also hold the given registry permission."""
+
+    class StaffWithPermission(BasePermission):
+        message = f"Only staff with the {permission} permission may do this."
+
+        def has_permission(self, request: Request, view: Any) -> bool:
+            return bool(request.user.is_staff and request.user.has_perm(permission))
+
+    return StaffWithPermission
+
+
+def registered_models() -> QuerySet[RegisteredModel]:
+    production = ModelVersion.objects.filter(
+        registered_model=OuterRef("pk"), stage=Stage.PRODUCTION
+    ).values("number")[:1]
+    return RegisteredModel.objects.annotate(
+        versions_count=Count("versions"), production_version=Subquery(production)
+    )
+
+
+class RegisteredModelViewSet(ReadOnlyModelViewSet):
+    """Models: everyone signed in reads; staff with the promote permission roll back."""
+
+    serializer_class = RegisteredModelSerializer
+    lookup_field = "name"
+    lookup_value_regex = r"[-\w]+"
+    queryset = registered_models()
+
+    def get_permissions(self) -> list[BasePermission]:
+        if self.action == "rollback":
+            return [IsAuthenticated(), staff_with(PROMOTE_PERMISSION)()]
+        return super().get_permissions()
+
+    @action(detail=True, methods=["post"])
+    def rollback(self, request: Request, name: str) -> Response:
+        incoming = RollbackSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        model = get_object_or_404(RegisteredModel, name=name)
+        version = versions.rollback(model, user=request.user, **incoming.validated_data)
+        return Response(ModelVersionDetailSerializer(version).data)
+
+
+class ModelVersionViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
+    """A model's versions: read for everyone signed in; upload and promote for staff."""
+
+    lookup_field = "number"
+    parser_classes = [JSONParser, MultiPartParser, FormParser]
+
+    def get_queryset(self) -> QuerySet[ModelVersion]:
+        model = get_object_or_404(RegisteredModel, name=self.kwargs["model_name"])
+        return model.versions.select_related("registered_model", "created_by").order_by("-number")
+
+    def get_serializer_class(self) -> type:
+        return ModelVersionSerializer if self.action == "list" else ModelVersionDetailSerializer
+
+    def get_permissions(self) -> list[BasePermission]:
+        if self.action == "create":
+            return [IsAuthenticated(), staff_with(UPLOAD_PERMISSION)()]
+        if self.action == "promote":
+            return [IsAuthenticated(), staff_with(PROMOTE_PERMISSION)()]
+        return super().get_permissions()
+
+    def create(self, request: Request, model_name: str) -> Response:
+        incoming = UploadSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        is_new = not RegisteredModel.objects.filter(name=model_name).exists()
+        if is_new and not request.user.has_perm(CREATE_MODEL_PERMISSION):
+            raise PermissionDenied(
+                f"Creating a model needs the {CREATE_MODEL_PERMISSION} permission."
+            )
+        data = incoming.validated_data
+        version = versions.upload(
+            model_name,
+            data["file"],
+            artifact_format=data["format"],
+            created_by=request.user,
+            description=data["description"],
+            metrics=data.get("metrics"),
+        )
+        return Response(ModelVersionDetailSerializer(version).data, status=status.HTTP_201_CREATED)
+
+    @action(detail=True, methods=["post"])
+    def promote(self, request: Request, model_name: str, number: str) -> Response:
+        incoming = PromoteSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        version = versions.promote(self.get_object(), user=request.user, **incoming.validated_data)
+        return Response(ModelVersionDetailSerializer(version).data)
