@@ -1,5 +1,5 @@
 # The two commands a new user needs; both set themselves up (see scripts/).
-.PHONY: run test bench lint
+.PHONY: run test bench lint flower
 
 run:
 	bash scripts/run.sh
@@ -10,6 +10,13 @@ test:
 
 lint:
 	bash scripts/setup.sh && .venv/bin/ruff check . && .venv/bin/ruff format --check .
+
+# Flower (Celery's monitor) on the broker `make run` uses, or on REDIS_URL when set;
+# FLOWER_PORT picks the port (5555), FLOWER_BASIC_AUTH=user:password protects it.
+flower:
+	bash scripts/setup.sh && DEBUG=$${DEBUG:-1} \
+	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:$${EMBEDDED_REDIS_PORT:-6390}/0} \
+	.venv/bin/celery -A mlsite flower --address=127.0.0.1 --port=$${FLOWER_PORT:-5555}
 
 # Lets `make test tests/some_dir` pass the path through instead of treating it as a target.
 %:

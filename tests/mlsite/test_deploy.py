@@ -1,0 +1,93 @@
+"""docker-compose.yml and the Dockerfile describe the stack the settings expect.
+
+No Docker engine runs in CI, so these read the files: the services, persistence, shared
+storage, and that the settings module accepts the environment compose gives it.
+"""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+APP_SERVICES = ("web", "worker", "beat", "flower")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def interpolated(value: str) -> str:
+    """Compose's ${NAME:-default} and ${NAME:?error}, with sample values for required ones."""
+    samples = {"SECRET_KEY": "compose-check-key", "POSTGRES_PASSWORD": "pw"}
+
+    def one(match: re.Match) -> str:
+        name, op, rest = match["name"], match["op"], match["rest"]
+        return samples.get(name, "") if op == ":?" else rest
+
+    return re.sub(r"\$\{(?P<name>\w+)(?P<op>:-|:\?)(?P<rest>[^}]*)\}", one, value)
+
+
+def test_compose_runs_the_whole_stack(compose: dict) -> None:
+    assert set(compose["services"]) == {"postgres", "redis", *APP_SERVICES}
+    for name in APP_SERVICES:
+        service = compose["services"][name]
+        assert service["image"] == "mlsite:latest" and service["build"] == "."
+        assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
+        assert "artifacts:/data/models" in service["volumes"]
+
+
+def test_redis_and_postgres_keep_their_data(compose: dict) -> None:
+    redis = compose["services"]["redis"]
+    assert "--appendonly" in redis["command"] and "yes" in redis["command"]
+    assert any(volume.endswith(":/data") for volume in redis["volumes"])
+    postgres = compose["services"]["postgres"]
+    assert any(v.endswith(":/var/lib/postgresql/data") for v in postgres["volumes"])
+    assert set(compose["volumes"]) == {"postgres", "redis", "artifacts"}
+
+
+def test_the_worker_consumes_every_queue_the_settings_route_to(compose: dict) -> None:
+    command = compose["services"]["worker"]["command"]
+    queues = re.search(r"-Q (\S+)", command)[1].split(",")
+    assert sorted(queues) == sorted(queue.name for queue in settings.CELERY_TASK_QUEUES)
+    assert "beat" in compose["services"]["beat"]["command"]
+    assert "flower" in compose["services"]["flower"]["command"]
+    assert compose["services"]["flower"]["environment"]["FLOWER_BASIC_AUTH"].startswith("${")
+
+
+def test_the_settings_accept_the_environment_compose_gives_them(compose: dict) -> None:
+    env = {
+        key: interpolated(str(value))
+        for key, value in compose["services"]["web"]["environment"].items()
+    }
+    assert env["DATABASE_URL"].startswith("postgresql://mlsite:pw@postgres:5432/")
+    code = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "print(s.DATABASES['default']['ENGINE'], s.REDIS_URL, s.DEBUG, s.LOG_FORMAT)"
+    )
+    env["PATH"] = "/usr/bin:/bin"
+    env["DJANGO_SETTINGS_MODULE"] = "mlsite.settings"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [
+        "django.db.backends.postgresql",
+        "redis://redis:6379/0",
+        "False",
+        "json",
+    ]
+
+
+def test_the_image_runs_gunicorn_on_the_python_the_project_is_tested_with() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert f"FROM python:{version}-slim" in dockerfile
+    assert "pip install -r requirements.txt" in dockerfile
+    assert '"gunicorn", "mlsite.wsgi"' in dockerfile
+    assert "USER app" in dockerfile
