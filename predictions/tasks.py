@@ -1,1 +1,72 @@
 """Celery tasks for prediction jobs: ids in, one domain function call."""
+
+import logging
+from typing import Any
+
+from celery import shared_task
+from celery_batches import Batches, SimpleRequest
+from django.conf import settings
+from django.db import DatabaseError
+
+from . import batching, reconcile, running, taskresults
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(
+    base=Batches,
+    flush_every=settings.PREDICT_FLUSH_EVERY,
+    flush_interval=settings.PREDICT_FLUSH_INTERVAL,
+)
+def score_single_jobs(requests: list[SimpleRequest]) -> int:
+    """Score every waiting small job of this micro-batch, one model call per version.
+
+    Each request is one job (args: [job id]); each claimed request's TaskResult gets a summary.
+    The micro-batch has up to flush_every requests, taken as they wait in the worker's prefetch
+    buffer, so the worker's prefetch limit must allow that many (see the README).
+    """
+    jobs = running.claim_many([(str(request.args[0]), request.id) for request in requests])
+    if not jobs:
+        return 0
+    running.score_jobs(jobs)
+    taskresults.record_done(
+        [(job.task_id, running.summary(job)) for job in jobs],
+        task_name=score_single_jobs.name,
+        worker=requests[0].hostname,
+    )
+    return len(jobs)
+
+
+@shared_task(acks_late=True)
+def run_batch_job(job_id: str) -> dict[str, Any]:
+    """Claim a batch job, plan its chunks and send one score_batch_chunk per chunk."""
+    try:
+        return batching.start(job_id, run_batch_job.request.id)
+    except DatabaseError:
+        raise
+    except Exception as exc:
+        logger.exception("batch job %s failed to start", job_id)
+        running.fail(job_id, "internal_error", f"{type(exc).__name__}: {exc}")
+        return {"job": job_id, "error_code": "internal_error"}
+
+
+@shared_task(acks_late=True)
+def score_batch_chunk(chunk_id: int) -> dict[str, Any]:
+    """Score one chunk of a batch job; the last chunk to finish merges the result."""
+    try:
+        return batching.score_chunk(chunk_id)
+    except DatabaseError:
+        raise
+    except Exception as exc:
+        logger.exception("chunk %s failed", chunk_id)
+        job_id = batching.job_of_chunk(chunk_id)
+        if job_id is not None:
+            running.fail(job_id, "internal_error", f"{type(exc).__name__}: {exc}")
+        return {"chunk": chunk_id, "error_code": "internal_error"}
+
+
+@shared_task(acks_late=True, expires=settings.RECONCILE_INTERVAL)
+def reconcile_jobs() -> dict[str, int]:
+    """Re-send what Redis forgot; re-run or fail what a dead worker held."""
+    outcome = reconcile.reconcile()
+    return {"resent": outcome.resent, "requeued": outcome.requeued, "failed": outcome.failed}

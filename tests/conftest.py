@@ -10,8 +10,13 @@ from tests import processes
 
 @pytest.fixture(scope="session")
 def live_worker(django_db_setup, django_db_blocker) -> Iterator[object]:
-    """One real Celery worker process on every queue, for tests that only need it to run."""
-    with django_db_blocker.unblock(), processes.celery_worker() as worker:
+    """One real Celery worker process on every queue, for tests that only need it to run.
+
+    Small batch chunks, so a batch of a few thousand rows has many (cancel lands between
+    them); a prefetch that lets micro-batches of single jobs fill, as in production.
+    """
+    worker_env = {"BATCH_CHUNK_ROWS": "200", "CELERY_WORKER_PREFETCH_MULTIPLIER": "32"}
+    with django_db_blocker.unblock(), processes.celery_worker(**worker_env) as worker:
         yield worker
 
 

@@ -1,0 +1,111 @@
+"""Rendering a finished job's result as JSON rows, CSV or Parquet."""
+
+import io
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+from django.conf import settings
+from django.http import FileResponse, HttpResponse
+from rest_framework.renderers import BaseRenderer
+
+from mlsite.errors import Conflict
+
+from ..batchfiles import escape_formula
+from ..models import Kind, PredictionJob, Status
+
+PARQUET_TYPE = "application/vnd.apache.parquet"
+
+
+class NotReady(Conflict):
+    code = "result_not_ready"
+
+
+class ResultTooLarge(Conflict):
+    code = "result_too_large"
+    http_status = 400
+
+
+class CSVRenderer(BaseRenderer):
+    media_type = "text/csv"
+    format = "csv"
+
+    def render(self, data: Any, accepted_media_type: str | None = None, **_: Any) -> bytes:
+        return data if isinstance(data, bytes) else b""
+
+
+class ParquetRenderer(CSVRenderer):
+    media_type = PARQUET_TYPE
+    format = "parquet"
+
+
+def result_table(job: PredictionJob) -> pa.Table:
+    """The whole result as a table; for small jobs from their outputs, else from the file."""
+    if job.kind == Kind.SINGLE:
+        return pa.Table.from_pylist([_flat(row) for row in job.outputs or []])
+    with job.result_file.open("rb") as stream:
+        return pa_csv.read_csv(stream)
+
+
+def _flat(row: dict[str, Any]) -> dict[str, Any]:
+    flat = {"prediction": row["prediction"]}
+    for label, probability in (row.get("probabilities") or {}).items():
+        flat[f"probability_{label}"] = probability
+    return flat
+
+
+def check_ready(job: PredictionJob) -> None:
+    if job.status != Status.SUCCEEDED:
+        raise NotReady(f"job {job.pk} is {job.status}; results exist once it succeeded")
+
+
+def json_rows(job: PredictionJob) -> list[dict[str, Any]]:
+    if job.kind == Kind.SINGLE:
+        return job.outputs or []
+    if job.rows_total > settings.MAX_JSON_RESULT_ROWS:
+        raise ResultTooLarge(
+            f"{job.rows_total} rows is too many for JSON; ask for format=csv or parquet"
+        )
+    frame = result_table(job).to_pandas()
+    probability_columns = [name for name in frame.columns if name.startswith("probability_")]
+    rows = []
+    for record in frame.to_dict("records"):
+        row = {"prediction": record["prediction"]}
+        if job.id_column:
+            row[job.id_column] = record[job.id_column]
+        if probability_columns:
+            row["probabilities"] = {
+                name.removeprefix("probability_"): record[name] for name in probability_columns
+            }
+        rows.append(row)
+    return rows
+
+
+def csv_response(job: PredictionJob) -> HttpResponse:
+    name = f"{job.pk}.csv"
+    if job.kind == Kind.BATCH:
+        response = FileResponse(job.result_file.open("rb"), content_type="text/csv")
+    else:
+        frame = pd.DataFrame(result_table(job).to_pylist())
+        if frame["prediction"].dtype == object:
+            frame["prediction"] = frame["prediction"].map(lambda value: escape_formula(str(value)))
+        frame.columns = [escape_formula(str(column)) for column in frame.columns]
+        response = HttpResponse(frame.to_csv(index=False), content_type="text/csv")
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
+
+
+def parquet_response(job: PredictionJob) -> HttpResponse:
+    buffer = io.BytesIO()
+    pq.write_table(result_table(job), buffer)
+    response = HttpResponse(buffer.getvalue(), content_type=PARQUET_TYPE)
+    response["Content-Disposition"] = f'attachment; filename="{job.pk}.parquet"'
+    return response
+
+
+def errors_response(job: PredictionJob) -> FileResponse:
+    response = FileResponse(job.error_file.open("rb"), content_type="text/csv")
+    response["Content-Disposition"] = f'attachment; filename="{job.pk}.errors.csv"'
+    return response

@@ -1,0 +1,98 @@
+"""Shapes of job requests and responses; validation of the envelope (rows are checked later)."""
+
+from typing import Any
+
+from django.urls import reverse
+from rest_framework import serializers
+
+from ..models import Kind, PredictionJob, Status
+
+
+class SubmitRowsSerializer(serializers.Serializer):
+    model = serializers.CharField(max_length=120, help_text="iris, iris@staging or iris:3.")
+    inputs = serializers.JSONField(required=False, help_text="A list of {feature: number} rows.")
+    input = serializers.JSONField(required=False, help_text="One {feature: number} row.")
+    priority = serializers.IntegerField(min_value=0, max_value=9, default=5)
+    idempotency_key = serializers.CharField(max_length=200, required=False, default="")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(self.initial_data) - set(self.fields)
+        if unknown:
+            raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        if ("inputs" in attrs) == ("input" in attrs):
+            raise serializers.ValidationError({"inputs": ["Give either inputs or input."]})
+        rows = attrs.pop("inputs", None)
+        attrs["rows"] = [attrs.pop("input")] if rows is None else rows
+        return attrs
+
+
+class SubmitFileSerializer(serializers.Serializer):
+    model = serializers.CharField(max_length=120, help_text="iris, iris@staging or iris:3.")
+    file = serializers.FileField(help_text="A CSV (with a header row) or Parquet file.")
+    id_column = serializers.CharField(max_length=200, required=False, default="")
+    priority = serializers.IntegerField(min_value=0, max_value=9, default=5)
+    idempotency_key = serializers.CharField(max_length=200, required=False, default="")
+
+
+class JobSerializer(serializers.ModelSerializer):
+    model = serializers.CharField(source="model_ref", read_only=True)
+    version = serializers.CharField(source="version.ref", read_only=True)
+    owner = serializers.CharField(source="owner.get_username", read_only=True)
+    progress = serializers.FloatField(read_only=True, help_text="rows_done / rows_total, 0–1.")
+    result_url = serializers.SerializerMethodField(help_text="Download, when succeeded.")
+    error_file_url = serializers.SerializerMethodField(help_text="Rows that failed, if any.")
+
+    class Meta:
+        model = PredictionJob
+        fields = [
+            "id",
+            "kind",
+            "status",
+            "model",
+            "version",
+            "owner",
+            "priority",
+            "rows_total",
+            "rows_done",
+            "rows_failed",
+            "progress",
+            "error_code",
+            "error_message",
+            "attempts",
+            "task_id",
+            "idempotency_key",
+            "id_column",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "result_url",
+            "error_file_url",
+        ]
+        read_only_fields = fields
+
+    def get_result_url(self, job: PredictionJob) -> str | None:
+        if job.status != Status.SUCCEEDED:
+            return None
+        return self._absolute(reverse("job-result", args=[job.pk]))
+
+    def get_error_file_url(self, job: PredictionJob) -> str | None:
+        if job.status != Status.SUCCEEDED or not job.error_file:
+            return None
+        return self._absolute(reverse("job-errors", args=[job.pk]))
+
+    def _absolute(self, path: str) -> str:
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path
+
+
+class JobDetailSerializer(JobSerializer):
+    """A job with its outputs (small jobs only: a batch job's are in its result file)."""
+
+    outputs = serializers.SerializerMethodField(help_text="One row per input, when succeeded.")
+
+    class Meta(JobSerializer.Meta):
+        fields = [*JobSerializer.Meta.fields, "outputs"]
+        read_only_fields = fields
+
+    def get_outputs(self, job: PredictionJob) -> list[dict[str, Any]] | None:
+        return job.outputs if job.kind == Kind.SINGLE else None

@@ -1,0 +1,162 @@
+"""The jobs API: who may do it, one domain call, the answer."""
+
+from typing import Any
+
+import django_filters
+from django.conf import settings
+from django.db.models import QuerySet
+from django.http import HttpResponseBase
+from rest_framework import status
+from rest_framework.decorators import action
+from rest_framework.mixins import ListModelMixin, RetrieveModelMixin
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.viewsets import GenericViewSet
+
+from mlsite.errors import BadInput, TooLarge
+
+from .. import running, submission, waiting
+from ..models import PredictionJob, Status
+from . import results
+from .serializers import (
+    JobDetailSerializer,
+    JobSerializer,
+    SubmitFileSerializer,
+    SubmitRowsSerializer,
+)
+
+
+class BodyTooLarge(TooLarge):
+    code = "body_too_large"
+
+
+class JobFilter(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=Status.choices)
+    model = django_filters.CharFilter(field_name="version__registered_model__name")
+    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = PredictionJob
+        fields = ["status", "model", "kind", "created_after", "created_before"]
+
+
+class JobViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
+    """Prediction jobs: submit, list, read, wait, cancel, retry, download."""
+
+    parser_classes = [JSONParser, MultiPartParser, FormParser]
+    filterset_class = JobFilter
+    serializer_class = JobSerializer
+
+    def get_queryset(self) -> QuerySet[PredictionJob]:
+        jobs = PredictionJob.objects.select_related("version__registered_model", "owner")
+        user = self.request.user
+        return jobs if user.is_staff else jobs.filter(owner=user)
+
+    def get_serializer_class(self) -> type[JobSerializer]:
+        return JobSerializer if self.action == "list" else JobDetailSerializer
+
+    def create(self, request: Request) -> Response:
+        is_file = request.content_type.startswith("multipart/")
+        _check_body_size(request, is_file)
+        if is_file:
+            incoming = SubmitFileSerializer(data=request.data)
+            incoming.is_valid(raise_exception=True)
+            upload = incoming.validated_data.pop("file")
+            job, created = submission.submit_file(
+                request.user, upload=upload, size=upload.size, **_named(incoming)
+            )
+        else:
+            incoming = SubmitRowsSerializer(data=request.data)
+            incoming.is_valid(raise_exception=True)
+            job, created = submission.submit_rows(request.user, **_named(incoming))
+        job = waiting.wait_until_finished(job, _wait_seconds(request))
+        answer = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        return Response(self._render(job), status=answer)
+
+    def retrieve(self, request: Request, pk: str | None = None) -> Response:
+        job = waiting.wait_until_finished(self.get_object(), _wait_seconds(request))
+        return Response(self._render(job))
+
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str | None = None) -> Response:
+        return Response(self._render(running.cancel_one(self.get_object())))
+
+    @action(detail=True, methods=["post"])
+    def retry(self, request: Request, pk: str | None = None) -> Response:
+        return Response(self._render(running.retry_one(self.get_object())))
+
+    @action(
+        detail=True,
+        renderer_classes=[
+            JSONRenderer,
+            BrowsableAPIRenderer,
+            results.CSVRenderer,
+            results.ParquetRenderer,
+        ],
+    )
+    def result(self, request: Request, pk: str | None = None) -> HttpResponseBase:
+        """?format=json (rows), csv or parquet."""
+        job = self.get_object()
+        results.check_ready(job)
+        wanted = request.accepted_renderer.format
+        if wanted == "csv":
+            return results.csv_response(job)
+        if wanted == "parquet":
+            return results.parquet_response(job)
+        return Response(results.json_rows(job))
+
+    @action(detail=True, url_path="errors", url_name="errors")
+    def errors(self, request: Request, pk: str | None = None) -> HttpResponseBase:
+        """The rows that could not be scored: row number, id, reason (CSV)."""
+        job = self.get_object()
+        results.check_ready(job)
+        if not job.error_file:
+            raise results.NotReady(f"job {job.pk} has no failed rows")
+        return results.errors_response(job)
+
+    def finalize_response(
+        self, request: Request, response: HttpResponseBase, *args: Any, **kwargs: Any
+    ) -> HttpResponseBase:
+        # Errors are JSON even where a CSV or Parquet body was asked for.
+        if isinstance(response, Response) and response.status_code >= 400:
+            request.accepted_renderer = JSONRenderer()
+            request.accepted_media_type = JSONRenderer.media_type
+        return super().finalize_response(request, response, *args, **kwargs)
+
+    def _render(self, job: PredictionJob) -> dict[str, Any]:
+        return JobDetailSerializer(job, context=self.get_serializer_context()).data
+
+
+def _named(incoming: Any) -> dict[str, Any]:
+    data = dict(incoming.validated_data)
+    data["model_ref"] = data.pop("model")
+    return data
+
+
+def _check_body_size(request: Request, is_file: bool) -> None:
+    """Refuse a body that is too large before reading it (413)."""
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    limit = (
+        settings.MAX_UPLOAD_BYTES + 64 * 1024 if is_file else settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    )
+    if length > limit:
+        raise BodyTooLarge(f"request body is {length} bytes, more than {limit}")
+
+
+def _wait_seconds(request: Request) -> float:
+    raw = request.query_params.get("wait")
+    if raw is None:
+        return 0.0
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise BadInput("wait must be a number of seconds", field="wait") from None
+    if not 0 <= seconds < float("inf"):
+        raise BadInput("wait must be a number of seconds", field="wait")
+    return min(seconds, float(settings.MAX_WAIT_SECONDS))

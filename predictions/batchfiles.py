@@ -1,0 +1,273 @@
+"""The files of a batch job: input converted once to Parquet row groups, CSV parts, the merge."""
+
+import csv
+import io
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from .inputs import BadFile, TooManyRows
+from .models import FileFormat
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+READ_BLOCK_BYTES = 8 * 1024 * 1024
+
+
+@dataclass
+class Conversion:
+    """What converting an upload found: its row count and the lines that could not be read."""
+
+    rows: int = 0
+    row_groups: list[tuple[int, int]] = field(default_factory=list)
+    bad_lines: list[str] = field(default_factory=list)
+
+
+def escape_formula(text: str) -> str:
+    """Text a spreadsheet will not run: a leading = + - @ tab or CR gets a quote before it."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def convert_to_parquet(
+    source: Path,
+    file_format: str,
+    target: Path,
+    features: Sequence[str],
+    id_column: str,
+    *,
+    rows_per_group: int,
+    max_rows: int,
+) -> Conversion:
+    """Rewrite the upload as Parquet with one row group per chunk: chunk reads become cheap.
+
+    Features are read as float64 when every value parses, else as text (scored row by row
+    later, so one bad cell fails one row, not the file). Raises BadFile or TooManyRows.
+    """
+    try:
+        return _convert(source, file_format, target, features, id_column, rows_per_group, max_rows)
+    except pa.ArrowInvalid:
+        if file_format != FileFormat.CSV:
+            raise BadFile("the Parquet file has feature columns that are not numbers") from None
+        return _convert(
+            source, file_format, target, features, id_column, rows_per_group, max_rows, text=True
+        )
+
+
+def _convert(
+    source: Path,
+    file_format: str,
+    target: Path,
+    features: Sequence[str],
+    id_column: str,
+    rows_per_group: int,
+    max_rows: int,
+    text: bool = False,
+) -> Conversion:
+    conversion = Conversion()
+    batches = (
+        _csv_batches(source, features, id_column, text, conversion.bad_lines)
+        if file_format == FileFormat.CSV
+        else _parquet_batches(source, features, id_column)
+    )
+    writer: pq.ParquetWriter | None = None
+    pending: list[pa.RecordBatch] = []
+    pending_rows = 0
+    try:
+        for batch in batches:
+            pending.append(batch)
+            pending_rows += batch.num_rows
+            conversion.rows += batch.num_rows
+            if conversion.rows > max_rows:
+                raise TooManyRows(f"file has more than {max_rows} rows", field="file")
+            while pending_rows >= rows_per_group:
+                table = pa.Table.from_batches(pending)
+                writer = writer or pq.ParquetWriter(target, table.schema)
+                writer.write_table(table.slice(0, rows_per_group), row_group_size=rows_per_group)
+                pending = table.slice(rows_per_group).to_batches()
+                pending_rows -= rows_per_group
+        if pending_rows or writer is None:
+            table = pa.Table.from_batches(pending) if pending else _empty(features, id_column, text)
+            writer = writer or pq.ParquetWriter(target, table.schema)
+            writer.write_table(table, row_group_size=max(rows_per_group, 1))
+    except pa.ArrowInvalid:
+        if writer is not None:
+            writer.close()
+        target.unlink(missing_ok=True)
+        raise
+    writer.close()
+    conversion.row_groups = _row_groups(target)
+    return conversion
+
+
+def _empty(features: Sequence[str], id_column: str, text: bool) -> pa.Table:
+    kind = pa.string() if text else pa.float64()
+    columns = {name: pa.array([], kind) for name in features}
+    if id_column:
+        columns[id_column] = pa.array([], pa.string())
+    return pa.table(columns)
+
+
+def _row_groups(path: Path) -> list[tuple[int, int]]:
+    metadata = pq.ParquetFile(path).metadata
+    groups, start = [], 0
+    for index in range(metadata.num_row_groups):
+        stop = start + metadata.row_group(index).num_rows
+        groups.append((start, stop))
+        start = stop
+    return groups
+
+
+def _csv_batches(
+    source: Path, features: Sequence[str], id_column: str, text: bool, bad_lines: list[str]
+) -> Iterator[pa.RecordBatch]:
+    def skip_ragged(row: Any) -> str:
+        bad_lines.append(f"expected {row.expected_columns} columns, got {row.actual_columns}")
+        return "skip"
+
+    kind = pa.string() if text else pa.float64()
+    types = {name: kind for name in features}
+    if id_column:
+        types[id_column] = pa.string()
+    try:
+        reader = pa_csv.open_csv(
+            source,
+            read_options=pa_csv.ReadOptions(block_size=READ_BLOCK_BYTES),
+            parse_options=pa_csv.ParseOptions(invalid_row_handler=skip_ragged),
+            convert_options=pa_csv.ConvertOptions(column_types=types, strings_can_be_null=False),
+        )
+    except pa.ArrowInvalid as exc:
+        if "CSV conversion error" in str(exc):
+            raise
+        raise BadFile(f"the CSV file cannot be read: {exc}") from None
+    for batch in reader:
+        yield batch.select([*features, *([id_column] if id_column else [])])
+
+
+def _parquet_batches(
+    source: Path, features: Sequence[str], id_column: str
+) -> Iterator[pa.RecordBatch]:
+    parquet = pq.ParquetFile(source)
+    for batch in parquet.iter_batches(batch_size=64 * 1024):
+        columns = []
+        for name in features:
+            column = batch.column(name)
+            if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
+                raise BadFile(f"column {name} is {column.type}, not a number", field="file")
+            columns.append(column.cast(pa.float64()))
+        if id_column:
+            columns.append(batch.column(id_column).cast(pa.string()))
+        names = [*features, *([id_column] if id_column else [])]
+        yield pa.RecordBatch.from_arrays(columns, names=names)
+
+
+@dataclass
+class ChunkRows:
+    """One chunk's rows: the feature matrix of the good rows and the reasons for the bad ones."""
+
+    matrix: np.ndarray
+    good: np.ndarray  # row positions within the chunk that can be scored
+    ids: np.ndarray | None
+    errors: list[tuple[int, str]]  # (position within the chunk, reason)
+
+
+def read_chunk(path: Path, index: int, features: Sequence[str], id_column: str) -> ChunkRows:
+    table = pq.ParquetFile(path).read_row_group(index)
+    columns = []
+    unreadable = np.zeros(table.num_rows, dtype=bool)
+    for name in features:
+        column = table.column(name)
+        if pa.types.is_string(column.type):
+            values = pd.to_numeric(pd.Series(column.to_numpy(zero_copy_only=False)), "coerce")
+            unreadable |= values.isna().to_numpy()
+            columns.append(values.to_numpy(dtype=np.float64))
+        else:
+            columns.append(pc.fill_null(column, np.nan).to_numpy())
+    matrix = np.column_stack(columns) if columns else np.empty((table.num_rows, 0))
+    finite = np.isfinite(matrix).all(axis=1) & ~unreadable
+    errors = [(int(row), _reason(table, features, int(row))) for row in np.flatnonzero(~finite)]
+    ids = table.column(id_column).to_numpy(zero_copy_only=False) if id_column else None
+    good = np.flatnonzero(finite)
+    return ChunkRows(matrix[good], good, ids, errors)
+
+
+def _reason(table: pa.Table, features: Sequence[str], row: int) -> str:
+    for name in features:
+        value = table.column(name)[row].as_py()
+        try:
+            number = float(value) if value not in (None, "") else None
+        except (TypeError, ValueError):
+            return f"{name} is not a number: {str(value)[:50]!r}"
+        if number is None:
+            return f"{name} is empty"
+        if not np.isfinite(number):
+            return f"{name} must be a finite number"
+    return "row cannot be scored"
+
+
+def header(id_column: str, classes: Sequence[Any] | None) -> list[str]:
+    names = [id_column] if id_column else []
+    names.append("prediction")
+    names += [f"probability_{label}" for label in classes or []]
+    return [escape_formula(name) for name in names]
+
+
+def write_part(
+    path: Path,
+    ids: np.ndarray | None,
+    predictions: np.ndarray,
+    probabilities: np.ndarray | None,
+    names: Sequence[str],
+) -> None:
+    """The scored rows as header-less CSV, text cells escaped; written aside, then renamed."""
+    columns: list[pa.Array] = []
+    if ids is not None:
+        columns.append(pa.array([escape_formula(str(value)) for value in ids], pa.string()))
+    columns.append(_cell_column(predictions))
+    if probabilities is not None:
+        columns += [pa.array(probabilities[:, i]) for i in range(probabilities.shape[1])]
+    table = pa.Table.from_arrays(columns, names=list(names))
+    partial = path.with_suffix(".tmp")
+    pa_csv.write_csv(table, partial, pa_csv.WriteOptions(include_header=False))
+    os.replace(partial, path)
+
+
+def _cell_column(values: np.ndarray) -> pa.Array:
+    if values.dtype.kind in "biuf":
+        return pa.array(values)
+    return pa.array([escape_formula(str(value)) for value in values], pa.string())
+
+
+def write_errors(path: Path, rows: Sequence[tuple[str, str, str]]) -> None:
+    """(row number, id, reason) rows as header-less CSV; every cell is text, so escaped."""
+    partial = path.with_suffix(".tmp")
+    with open(partial, "w", newline="", encoding="utf-8") as stream:
+        writer = csv.writer(stream)
+        for row in rows:
+            writer.writerow([escape_formula(cell) for cell in row])
+    os.replace(partial, path)
+
+
+def concatenate(target: Path, names: Sequence[str], parts: Sequence[Path]) -> None:
+    """One CSV: the header line, then each part's bytes in order (no parsing)."""
+    partial = target.with_suffix(".tmp")
+    with open(partial, "wb") as out:
+        out.write(_csv_line(names).encode("utf-8"))
+        for part in parts:
+            with open(part, "rb") as stream:
+                shutil.copyfileobj(stream, out, 4 * 1024 * 1024)
+    os.replace(partial, target)
+
+
+def _csv_line(cells: Sequence[str]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(cells)
+    return buffer.getvalue()

@@ -1,0 +1,210 @@
+"""Batch jobs: plan chunks, score each chunk in parallel, merge the parts when the last is done."""
+
+import logging
+import shutil
+from pathlib import Path
+from uuid import UUID
+
+import numpy as np
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.db.models import F
+from django.utils import timezone
+
+from mlsite.celery import app
+from mlsite.errors import DomainError
+from modelregistry import loader
+from modelregistry.models import TaskKind
+
+from . import batchfiles, running, scoring, taskresults, waiting
+from .models import BatchChunk, ChunkStatus, PredictionJob, Status
+
+logger = logging.getLogger(__name__)
+CHUNK_TASK = "predictions.tasks.score_batch_chunk"
+
+
+def work_dir(job_id: UUID | str) -> Path:
+    """Where a batch job's converted input and parts live (storage must be a filesystem)."""
+    return Path(default_storage.path(f"work/{job_id}"))
+
+
+def start(job_id: UUID | str, task_id: str) -> dict[str, object]:
+    """Claim a batch job, plan its chunks (or reuse the plan of a lost attempt), send them."""
+    job = running.claim(job_id, task_id)
+    if job is None:
+        return {"job": str(job_id), "skipped": "not queued"}
+    try:
+        chunk_ids = _plan(job)
+    except DomainError as exc:
+        running.fail(job.pk, exc.code, str(exc))
+        return {"job": str(job.pk), "status": Status.FAILED, "error_code": exc.code}
+    for chunk_id in chunk_ids:
+        app.send_task(CHUNK_TASK, args=[chunk_id], priority=9 - job.priority)
+    if not chunk_ids:  # a lost attempt had scored every chunk but not merged them
+        merge_if_complete(job.pk)
+    return {"job": str(job.pk), "chunks": len(chunk_ids)}
+
+
+def _plan(job: PredictionJob) -> list[int]:
+    if job.chunks.exists():
+        # A re-run after a lost worker: done chunks stand, the rest run again.
+        job.chunks.filter(status=ChunkStatus.RUNNING).update(status=ChunkStatus.PENDING)
+        PredictionJob.objects.filter(pk=job.pk).update(result_file="")
+        return list(job.chunks.exclude(status=ChunkStatus.DONE).values_list("pk", flat=True))
+    directory = work_dir(job.pk)
+    shutil.rmtree(directory, ignore_errors=True)
+    (directory / "parts").mkdir(parents=True)
+    conversion = batchfiles.convert_to_parquet(
+        Path(job.input_file.path),
+        job.input_format,
+        directory / "input.parquet",
+        job.version.registered_model.feature_names,
+        job.id_column,
+        rows_per_group=settings.BATCH_CHUNK_ROWS,
+        max_rows=settings.MAX_FILE_ROWS,
+    )
+    if conversion.rows == 0:
+        raise batchfiles.BadFile("the file has no rows to score", field="file")
+    if conversion.bad_lines:
+        rows = [("", "", f"unreadable line: {reason}") for reason in conversion.bad_lines]
+        batchfiles.write_errors(directory / "parts" / "unreadable.errors.csv", rows)
+    chunks = BatchChunk.objects.bulk_create(
+        BatchChunk(job=job, index=index, start_row=start, stop_row=stop)
+        for index, (start, stop) in enumerate(conversion.row_groups)
+    )
+    PredictionJob.objects.filter(pk=job.pk).update(
+        rows_total=conversion.rows, rows_failed=len(conversion.bad_lines)
+    )
+    return [chunk.pk for chunk in chunks]
+
+
+def score_chunk(chunk_id: int) -> dict[str, object]:
+    """Score one chunk unless its job was cancelled or it is taken; the last chunk merges."""
+    claimed = BatchChunk.objects.filter(
+        pk=chunk_id, status=ChunkStatus.PENDING, job__status=Status.RUNNING
+    ).update(status=ChunkStatus.RUNNING)
+    if not claimed:
+        return {"chunk": chunk_id, "skipped": "not pending or job not running"}
+    chunk = BatchChunk.objects.select_related("job__version__registered_model").get(pk=chunk_id)
+    job = chunk.job
+    running.renew_lease(job.pk)
+    try:
+        scored, failed = _score_into_part(chunk)
+    except DomainError as exc:
+        running.fail(job.pk, exc.code, str(exc))
+        return {"chunk": chunk_id, "job": str(job.pk), "error_code": exc.code}
+    finished = BatchChunk.objects.filter(pk=chunk_id, status=ChunkStatus.RUNNING).update(
+        status=ChunkStatus.DONE, rows_failed=failed
+    )
+    if finished:
+        PredictionJob.objects.filter(pk=job.pk, status=Status.RUNNING).update(
+            rows_done=F("rows_done") + scored + failed,
+            rows_failed=F("rows_failed") + failed,
+            lease_expires_at=running.lease_until(timezone.now()),
+        )
+        merge_if_complete(job.pk)
+    return {"chunk": chunk_id, "job": str(job.pk), "rows": scored, "rows_failed": failed}
+
+
+def _score_into_part(chunk: BatchChunk) -> tuple[int, int]:
+    job = chunk.job
+    model = job.version.registered_model
+    directory = work_dir(job.pk)
+    rows = batchfiles.read_chunk(
+        directory / "input.parquet", chunk.index, model.feature_names, job.id_column
+    )
+    estimator = loader.load(job.version)  # raises ArtifactMismatch
+    is_classifier = model.task_kind == TaskKind.CLASSIFICATION
+    classes = list(estimator.classes_) if is_classifier and hasattr(estimator, "classes_") else []
+    names = batchfiles.header(job.id_column, classes)
+    if len(rows.good):
+        scores = scoring.score(estimator, rows.matrix, with_probabilities=is_classifier)
+        ids = rows.ids[rows.good] if rows.ids is not None else None
+        batchfiles.write_part(
+            _part(directory, chunk.index), ids, scores.predictions, scores.probabilities, names
+        )
+    errors = [
+        (str(chunk.start_row + at + 1), _id_at(rows.ids, at), reason) for at, reason in rows.errors
+    ]
+    if errors:
+        batchfiles.write_errors(_part(directory, chunk.index, "errors.csv"), errors)
+    if chunk.index == 0:
+        (directory / "header.txt").write_text("\x1f".join(names), encoding="utf-8")
+    return len(rows.good), len(errors)
+
+
+def _id_at(ids: np.ndarray | None, at: int) -> str:
+    return "" if ids is None else str(ids[at])
+
+
+def _part(directory: Path, index: int, suffix: str = "csv") -> Path:
+    return directory / "parts" / f"{index:06d}.{suffix}"
+
+
+def merge_if_complete(job_id: UUID | str) -> bool:
+    """Merge the parts once every chunk is done; only one caller wins the merge."""
+    if BatchChunk.objects.filter(job_id=job_id).exclude(status=ChunkStatus.DONE).exists():
+        return False
+    result_name = f"results/{job_id}.csv"
+    won = PredictionJob.objects.filter(pk=job_id, status=Status.RUNNING, result_file="").update(
+        result_file=result_name
+    )
+    if not won:
+        return False
+    job = PredictionJob.objects.get(pk=job_id)
+    try:
+        error_name = _merge(job, result_name)
+    except OSError as exc:
+        logger.exception("merging job %s failed", job_id)
+        running.fail(job_id, "merge_failed", str(exc))
+        return False
+    _finish(job, result_name, error_name)
+    return True
+
+
+def _merge(job: PredictionJob, result_name: str) -> str:
+    directory = work_dir(job.pk)
+    Path(default_storage.path("results")).mkdir(parents=True, exist_ok=True)
+    header_file = directory / "header.txt"
+    names = header_file.read_text(encoding="utf-8").split("\x1f") if header_file.exists() else []
+    parts = sorted((directory / "parts").glob("[0-9]*.csv"))
+    batchfiles.concatenate(Path(default_storage.path(result_name)), names, parts)
+    errors = sorted((directory / "parts").glob("*.errors.csv"))
+    if not errors:
+        return ""
+    error_name = f"results/{job.pk}.errors.csv"
+    error_header = ["row", *([job.id_column] if job.id_column else ["id"]), "error"]
+    batchfiles.concatenate(Path(default_storage.path(error_name)), error_header, errors)
+    return error_name
+
+
+def _finish(job: PredictionJob, result_name: str, error_name: str) -> None:
+    changed = PredictionJob.objects.filter(pk=job.pk, status=Status.RUNNING).update(
+        status=Status.SUCCEEDED,
+        error_file=error_name,
+        finished_at=timezone.now(),
+        lease_expires_at=None,
+    )
+    shutil.rmtree(work_dir(job.pk), ignore_errors=True)
+    if changed:
+        job.refresh_from_db()
+        taskresults.record_done(
+            [(job.task_id, running.summary(job))],
+            task_name="predictions.tasks.run_batch_job",
+            worker=None,
+        )
+        waiting.announce_finished([job.pk])
+
+
+def forget_plan(job: PredictionJob) -> None:
+    """Drop a job's chunks, parts and result files, before it runs again from the start."""
+    job.chunks.all().delete()
+    shutil.rmtree(work_dir(job.pk), ignore_errors=True)
+    for name in (job.result_file.name, job.error_file.name):
+        if name:
+            default_storage.delete(name)
+    PredictionJob.objects.filter(pk=job.pk).update(result_file="", error_file="")
+
+
+def job_of_chunk(chunk_id: int) -> UUID | None:
+    return BatchChunk.objects.filter(pk=chunk_id).values_list("job_id", flat=True).first()

@@ -1,0 +1,123 @@
+"""Checking input rows and uploaded files against a model's schema before a job is accepted."""
+
+import csv
+import io
+import math
+from typing import IO, Any
+
+import pyarrow.parquet as pq
+from django.conf import settings
+
+from mlsite.errors import BadInput, TooLarge
+from modelregistry.models import RegisteredModel
+
+from .models import FileFormat
+
+MAX_HEADER_BYTES = 1024 * 1024
+
+
+class TooManyRows(TooLarge):
+    code = "too_many_rows"
+    http_status = 400
+
+
+class FileTooLarge(TooLarge):
+    code = "file_too_large"
+
+
+class BadFile(BadInput):
+    code = "bad_file"
+
+
+def check_rows(model: RegisteredModel, rows: Any) -> list[dict[str, float]]:
+    """The rows as floats in schema order; raises BadInput naming the first bad row and field."""
+    if not isinstance(rows, list) or not rows:
+        raise BadInput("inputs must be a non-empty list of objects", field="inputs")
+    if len(rows) > settings.MAX_INLINE_ROWS:
+        raise TooManyRows(
+            f"{len(rows)} rows is more than {settings.MAX_INLINE_ROWS}; upload a file instead",
+            field="inputs",
+        )
+    features = model.feature_names
+    return [check_row(features, row, f"inputs[{index}]") for index, row in enumerate(rows)]
+
+
+def check_row(features: list[str], row: Any, where: str) -> dict[str, float]:
+    if not isinstance(row, dict):
+        raise BadInput(f"{where} must be an object of feature values", field=where)
+    missing = [name for name in features if name not in row]
+    if missing:
+        raise BadInput(f"{where} is missing {', '.join(missing)}", field=f"{where}.{missing[0]}")
+    extra = sorted(set(row) - set(features))
+    if extra:
+        raise BadInput(f"{where} has unknown {', '.join(extra)}", field=f"{where}.{extra[0]}")
+    return {name: check_number(row[name], f"{where}.{name}") for name in features}
+
+
+def check_number(value: Any, where: str) -> float:
+    # bool is an int in Python; a true/false feature value is almost always a client bug.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadInput(f"{where} must be a number, got {type(value).__name__}", field=where)
+    number = float(value)
+    if not math.isfinite(number):
+        raise BadInput(f"{where} must be a finite number", field=where)
+    return number
+
+
+def file_format_of(name: str) -> str:
+    lowered = name.lower()
+    if lowered.endswith(".csv"):
+        return FileFormat.CSV
+    if lowered.endswith((".parquet", ".pq")):
+        return FileFormat.PARQUET
+    raise BadFile("file must be a .csv or .parquet file", field="file")
+
+
+def check_file(model: RegisteredModel, upload: IO[bytes], size: int, id_column: str) -> str:
+    """The file's format once its size and columns fit the schema; raises BadInput/TooLarge."""
+    if size > settings.MAX_UPLOAD_BYTES:
+        raise FileTooLarge(
+            f"file is {size} bytes, more than {settings.MAX_UPLOAD_BYTES}", field="file"
+        )
+    file_format = file_format_of(getattr(upload, "name", "") or "")
+    columns = _csv_columns(upload) if file_format == FileFormat.CSV else _parquet_columns(upload)
+    check_columns(model.feature_names, columns, id_column)
+    return file_format
+
+
+def check_columns(features: list[str], columns: list[str], id_column: str) -> None:
+    missing = [name for name in features if name not in columns]
+    if missing:
+        raise BadFile(f"file is missing column(s) {', '.join(missing)}", field="file")
+    if id_column and id_column not in columns:
+        raise BadFile(f"file has no id column {id_column!r}", field="id_column")
+    extra = [name for name in columns if name not in features and name != id_column]
+    if extra:
+        raise BadFile(f"file has unknown column(s) {', '.join(extra)}", field="file")
+    if len(set(columns)) != len(columns):
+        raise BadFile("file has duplicate column names", field="file")
+
+
+def _csv_columns(upload: IO[bytes]) -> list[str]:
+    upload.seek(0)
+    first_line = upload.readline(MAX_HEADER_BYTES)
+    upload.seek(0)
+    try:
+        text = first_line.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BadFile("CSV header is not UTF-8 text", field="file") from None
+    header = next(csv.reader(io.StringIO(text)), [])
+    if not header:
+        raise BadFile("CSV file is empty or has no header row", field="file")
+    return [name.strip() for name in header]
+
+
+def _parquet_columns(upload: IO[bytes]) -> list[str]:
+    upload.seek(0)
+    try:
+        schema = pq.read_schema(upload)
+    except Exception as exc:  # pyarrow raises several kinds for a file that is not Parquet
+        raise BadFile(f"not a readable Parquet file: {exc}", field="file") from None
+    finally:
+        upload.seek(0)
+    return list(schema.names)

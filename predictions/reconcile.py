@@ -1,0 +1,84 @@
+"""The reconciler: what Redis forgot is sent again, what a dead worker held is re-run or failed.
+
+Every change is a conditional update on the values just read, so two reconcilers running at
+once act on each job at most once between them.
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from uuid import uuid4
+
+from django.conf import settings
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from . import submission, waiting
+from .models import PredictionJob, Status
+
+logger = logging.getLogger(__name__)
+BATCH_LIMIT = 500  # per pass; the next pass takes the rest
+
+
+@dataclass
+class Reconciled:
+    resent: int = 0
+    requeued: int = 0
+    failed: int = 0
+
+
+def stale_queued_jobs(now: datetime) -> QuerySet[PredictionJob]:
+    cutoff = now - timedelta(seconds=settings.RECONCILE_QUEUED_AFTER)
+    sent_long_ago = Q(enqueued_at__lt=cutoff) | Q(enqueued_at__isnull=True, created_at__lt=cutoff)
+    return PredictionJob.objects.filter(sent_long_ago, status=Status.QUEUED)
+
+
+def lost_jobs(now: datetime) -> QuerySet[PredictionJob]:
+    return PredictionJob.objects.filter(status=Status.RUNNING, lease_expires_at__lt=now)
+
+
+def reconcile(*, now: datetime | None = None) -> Reconciled:
+    now = now or timezone.now()
+    outcome = Reconciled()
+    for job in stale_queued_jobs(now).order_by("enqueued_at")[:BATCH_LIMIT]:
+        outcome.resent += submission.resend(job, now=now)
+    for job in lost_jobs(now).order_by("lease_expires_at")[:BATCH_LIMIT]:
+        if job.attempts >= settings.MAX_ATTEMPTS:
+            outcome.failed += _fail_lost(job, now)
+        else:
+            outcome.requeued += _requeue_lost(job, now)
+    if outcome.resent or outcome.requeued or outcome.failed:
+        logger.warning("reconciled jobs: %s", outcome)
+    return outcome
+
+
+def _still_lost(job: PredictionJob) -> QuerySet[PredictionJob]:
+    return PredictionJob.objects.filter(
+        pk=job.pk,
+        status=Status.RUNNING,
+        attempts=job.attempts,
+        lease_expires_at=job.lease_expires_at,
+    )
+
+
+def _requeue_lost(job: PredictionJob, now: datetime) -> bool:
+    task_id = str(uuid4())
+    changed = _still_lost(job).update(
+        status=Status.QUEUED, task_id=task_id, enqueued_at=now, lease_expires_at=None
+    )
+    if changed:
+        submission.send(job.pk, job.kind, task_id, job.priority)
+    return bool(changed)
+
+
+def _fail_lost(job: PredictionJob, now: datetime) -> bool:
+    changed = _still_lost(job).update(
+        status=Status.FAILED,
+        error_code="worker_lost",
+        error_message=f"the worker running it was lost {job.attempts} times",
+        finished_at=now,
+        lease_expires_at=None,
+    )
+    if changed:
+        waiting.announce_finished([job.pk])
+    return bool(changed)

@@ -1,0 +1,227 @@
+"""Running jobs: claim, score small jobs in micro-batches, finish, fail, cancel and retry."""
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+from uuid import UUID, uuid4
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Case, F, QuerySet, Value, When
+from django.utils import timezone
+
+from mlsite.errors import Conflict, DomainError
+from modelregistry import loader
+from modelregistry.models import ModelVersion, TaskKind
+
+from . import scoring, submission, waiting
+from .models import PredictionJob, Status
+
+logger = logging.getLogger(__name__)
+
+
+class NotCancellable(Conflict):
+    code = "not_cancellable"
+
+
+class NotRetryable(Conflict):
+    code = "not_retryable"
+
+
+def lease_until(now: datetime) -> datetime:
+    return now + timedelta(seconds=settings.JOB_LEASE_SECONDS)
+
+
+def claim(job_id: UUID | str, task_id: str, *, now: datetime | None = None) -> PredictionJob | None:
+    """Move a queued job to running for this task. None means it is not ours to run."""
+    now = now or timezone.now()
+    changed = PredictionJob.objects.filter(pk=job_id, status=Status.QUEUED).update(
+        status=Status.RUNNING,
+        started_at=now,
+        task_id=task_id,
+        attempts=F("attempts") + 1,
+        lease_expires_at=lease_until(now),
+    )
+    if not changed:
+        return None
+    return PredictionJob.objects.select_related("version__registered_model").get(pk=job_id)
+
+
+def claim_many(
+    requests: Sequence[tuple[str, str]], *, now: datetime | None = None
+) -> list[PredictionJob]:
+    """Claim the queued jobs among (job id, task id) pairs with one UPDATE; return ours.
+
+    Ours are told apart from jobs another worker runs by the claim's exact start time and
+    task id, since an UPDATE does not say which rows it changed.
+    """
+    now = now or timezone.now()
+    task_of = dict(requests)  # a job sent twice in one micro-batch is claimed once
+    if not task_of:
+        return []
+    task_ids = Case(*(When(pk=job, then=Value(task)) for job, task in task_of.items()))
+    PredictionJob.objects.filter(pk__in=list(task_of), status=Status.QUEUED).update(
+        status=Status.RUNNING,
+        started_at=now,
+        task_id=task_ids,
+        attempts=F("attempts") + 1,
+        lease_expires_at=lease_until(now),
+    )
+    claimed = PredictionJob.objects.select_related("version__registered_model").filter(
+        pk__in=list(task_of), status=Status.RUNNING, started_at=now
+    )
+    return [job for job in claimed if task_of.get(str(job.pk)) == job.task_id]
+
+
+def score_jobs(jobs: Sequence[PredictionJob], *, now: datetime | None = None) -> list[str]:
+    """Score claimed small jobs, one model call per version; write outputs; return finished ids.
+
+    A version that cannot be loaded or scored fails its own jobs and no others.
+    """
+    by_version: dict[int, list[PredictionJob]] = defaultdict(list)
+    for job in jobs:
+        by_version[job.version_id].append(job)
+    for group in by_version.values():
+        try:
+            _score_group(group[0].version, group)
+        except DomainError as exc:
+            logger.warning("jobs of %s failed: %s", group[0].version.ref, exc)
+            for job in group:
+                _mark_failed(job, exc.code, str(exc))
+    finished_at = now or timezone.now()
+    for job in jobs:
+        job.finished_at = finished_at
+        job.lease_expires_at = None
+    fields = ["status", "outputs", "rows_done", "error_code", "error_message", "finished_at"]
+    # Only rows still running are written: a job cancelled meanwhile stays cancelled.
+    PredictionJob.objects.filter(status=Status.RUNNING).bulk_update(
+        jobs, [*fields, "lease_expires_at"]
+    )
+    finished = [str(job.pk) for job in jobs]
+    waiting.announce_finished(finished)
+    return finished
+
+
+def _score_group(version: ModelVersion, jobs: list[PredictionJob]) -> None:
+    estimator = loader.load(version)  # raises ArtifactMismatch
+    features = version.registered_model.feature_names
+    matrix = np.array([[row[name] for name in features] for job in jobs for row in job.inputs])
+    is_classifier = version.registered_model.task_kind == TaskKind.CLASSIFICATION
+    scores = scoring.score(estimator, matrix, with_probabilities=is_classifier)
+    start = 0
+    for job in jobs:
+        stop = start + len(job.inputs)
+        job.outputs = scores.rows(start, stop)
+        job.status = Status.SUCCEEDED
+        job.rows_done = stop - start
+        start = stop
+
+
+def _mark_failed(job: PredictionJob, code: str, message: str) -> None:
+    job.status = Status.FAILED
+    job.error_code = code
+    job.error_message = message[:2000]
+
+
+def summary(job: PredictionJob) -> dict[str, Any]:
+    """What a job's TaskResult says: a summary, never the outputs."""
+    return {
+        "job": str(job.pk),
+        "status": job.status,
+        "rows": job.rows_total,
+        "rows_failed": job.rows_failed,
+        "error_code": job.error_code,
+    }
+
+
+def fail(job_id: UUID | str, code: str, message: str, *, now: datetime | None = None) -> bool:
+    """Fail a running job with an error code; False if it was no longer running."""
+    changed = PredictionJob.objects.filter(pk=job_id, status=Status.RUNNING).update(
+        status=Status.FAILED,
+        error_code=code,
+        error_message=message[:2000],
+        finished_at=now or timezone.now(),
+        lease_expires_at=None,
+    )
+    if changed:
+        waiting.announce_finished([job_id])
+    return bool(changed)
+
+
+def renew_lease(job_id: UUID | str, *, now: datetime | None = None) -> bool:
+    """Extend a running job's lease; False means it is no longer running (cancelled, lost)."""
+    now = now or timezone.now()
+    return bool(
+        PredictionJob.objects.filter(pk=job_id, status=Status.RUNNING).update(
+            lease_expires_at=lease_until(now)
+        )
+    )
+
+
+def cancel(jobs: QuerySet[PredictionJob], *, now: datetime | None = None) -> int:
+    """Cancel the queued or running jobs among these; the count of jobs cancelled.
+
+    Stored on the row first: workers check it before they start and between chunks.
+    """
+    active = list(jobs.filter(status__in=[Status.QUEUED, Status.RUNNING]).values_list("pk"))
+    ids = [pk for (pk,) in active]
+    changed = PredictionJob.objects.filter(
+        pk__in=ids, status__in=[Status.QUEUED, Status.RUNNING]
+    ).update(status=Status.CANCELLED, finished_at=now or timezone.now(), lease_expires_at=None)
+    waiting.announce_finished(ids)
+    return changed
+
+
+def cancel_one(job: PredictionJob) -> PredictionJob:
+    """Cancel one job; raises NotCancellable if it already finished."""
+    if not cancel(PredictionJob.objects.filter(pk=job.pk)):
+        raise NotCancellable(f"job {job.pk} already finished ({job.status})")
+    job.refresh_from_db()
+    return job
+
+
+def retry(jobs: QuerySet[PredictionJob], *, now: datetime | None = None) -> int:
+    """Queue failed or cancelled jobs for a new attempt; the count of jobs re-queued."""
+    retried = 0
+    for job in jobs.filter(status__in=[Status.FAILED, Status.CANCELLED]):
+        retried += _retry(job, now or timezone.now())
+    return retried
+
+
+def retry_one(job: PredictionJob) -> PredictionJob:
+    """Retry one job; raises NotRetryable unless it failed or was cancelled."""
+    if not retry(PredictionJob.objects.filter(pk=job.pk)):
+        raise NotRetryable(f"only failed or cancelled jobs can be retried, not {job.status}")
+    job.refresh_from_db()
+    return job
+
+
+def _retry(job: PredictionJob, now: datetime) -> bool:
+    from . import batching  # batching imports this module
+
+    task_id = str(uuid4())
+    changed = PredictionJob.objects.filter(
+        pk=job.pk, status__in=[Status.FAILED, Status.CANCELLED]
+    ).update(
+        status=Status.QUEUED,
+        task_id=task_id,
+        enqueued_at=now,
+        attempts=0,  # the cap counts lost workers since the last submit or retry
+        outputs=None,
+        rows_done=0,
+        rows_failed=0,
+        error_code="",
+        error_message="",
+        started_at=None,
+        finished_at=None,
+        lease_expires_at=None,
+    )
+    if changed:
+        batching.forget_plan(job)
+        send = partial(submission.send, job.pk, job.kind, task_id, job.priority)
+        transaction.on_commit(send)
+    return bool(changed)

@@ -1,0 +1,144 @@
+"""Accepting jobs: validate, write the row, and send its message once the row is committed."""
+
+import logging
+from datetime import datetime
+from functools import partial
+from typing import IO, Any
+from uuid import UUID, uuid4
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from mlsite.celery import app
+from modelregistry import versions
+from modelregistry.models import ModelVersion
+
+from . import inputs
+from .models import Kind, PredictionJob
+
+logger = logging.getLogger(__name__)
+
+TASK_FOR_KIND = {
+    Kind.SINGLE: "predictions.tasks.score_single_jobs",
+    Kind.BATCH: "predictions.tasks.run_batch_job",
+}
+
+
+def submit_rows(
+    owner: AbstractBaseUser,
+    model_ref: str,
+    rows: Any,
+    *,
+    priority: int = 5,
+    idempotency_key: str = "",
+) -> tuple[PredictionJob, bool]:
+    """A job for inline rows, and whether it is new (False: the same key was used before).
+
+    Raises UnknownModel, BadInput or TooManyRows before anything is written.
+    """
+    existing = _existing(owner, idempotency_key)
+    if existing is not None:
+        return existing, False
+    version = versions.resolve(model_ref)
+    checked = inputs.check_rows(version.registered_model, rows)
+    job = PredictionJob(
+        owner=owner,
+        kind=Kind.SINGLE,
+        inputs=checked,
+        rows_total=len(checked),
+        **_common(version, model_ref, priority, idempotency_key),
+    )
+    return _create(job)
+
+
+def submit_file(
+    owner: AbstractBaseUser,
+    model_ref: str,
+    upload: IO[bytes],
+    *,
+    size: int,
+    id_column: str = "",
+    priority: int = 5,
+    idempotency_key: str = "",
+) -> tuple[PredictionJob, bool]:
+    """A batch job for an uploaded CSV or Parquet file, streamed to storage on save."""
+    existing = _existing(owner, idempotency_key)
+    if existing is not None:
+        return existing, False
+    version = versions.resolve(model_ref)
+    file_format = inputs.check_file(version.registered_model, upload, size, id_column)
+    job = PredictionJob(
+        owner=owner,
+        kind=Kind.BATCH,
+        input_format=file_format,
+        id_column=id_column,
+        **_common(version, model_ref, priority, idempotency_key),
+    )
+    extension = "parquet" if file_format == "parquet" else "csv"
+    # Storage copies the upload in blocks; it never sits in memory whole.
+    job.input_file.save(f"{job.pk}.{extension}", upload, save=False)
+    try:
+        return _create(job)
+    except Exception:
+        job.input_file.delete(save=False)
+        raise
+
+
+def _common(
+    version: ModelVersion, model_ref: str, priority: int, idempotency_key: str
+) -> dict[str, Any]:
+    return {
+        "version": version,
+        "model_ref": model_ref,
+        "artifact_sha256": version.sha256,
+        "priority": priority,
+        "idempotency_key": idempotency_key,
+        "task_id": str(uuid4()),
+        "enqueued_at": timezone.now(),
+    }
+
+
+def _existing(owner: AbstractBaseUser, idempotency_key: str) -> PredictionJob | None:
+    if not idempotency_key:
+        return None
+    return PredictionJob.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
+
+
+def _create(job: PredictionJob) -> tuple[PredictionJob, bool]:
+    try:
+        with transaction.atomic():
+            job.save(force_insert=True)
+            transaction.on_commit(partial(send, job.pk, job.kind, job.task_id, job.priority))
+    except IntegrityError:
+        # Two submissions with one idempotency key raced; the first one's job is the answer.
+        existing = _existing(job.owner, job.idempotency_key)
+        if existing is None:
+            raise
+        return existing, False
+    return job, True
+
+
+def send(job_id: UUID, kind: str, task_id: str, priority: int = 5) -> bool:
+    """Send the job's message; False when the broker is unreachable (the reconciler resends).
+
+    Redis pops priority 0 first, so our 9 (highest) becomes its 0.
+    """
+    try:
+        app.send_task(
+            TASK_FOR_KIND[kind], args=[str(job_id)], task_id=task_id, priority=9 - priority
+        )
+    except Exception:  # kombu raises several kinds when Redis is down
+        logger.warning("job %s not sent (broker unavailable); the reconciler will", job_id)
+        return False
+    return True
+
+
+def resend(job: PredictionJob, *, now: datetime | None = None) -> bool:
+    """Give a queued job a fresh task id and send it again, unless someone else just did."""
+    now = now or timezone.now()
+    task_id = str(uuid4())
+    changed = PredictionJob.objects.filter(
+        pk=job.pk, status=job.status, enqueued_at=job.enqueued_at, task_id=job.task_id
+    ).update(task_id=task_id, enqueued_at=now)
+    return bool(changed) and send(job.pk, job.kind, task_id, job.priority)
