@@ -231,6 +231,11 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "mlsite.schema.add_error_responses",
     ],
+    # Jobs and training runs both have a "status" field with different choices.
+    "ENUM_NAME_OVERRIDES": {
+        "JobStatusEnum": "predictions.models.Status",
+        "TrainingRunStatusEnum": "modelregistry.models.RunStatus",
+    },
 }
 
 # Celery: every task has a hard time limit, and Redis's visibility timeout sits above the

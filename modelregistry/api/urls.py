@@ -4,9 +4,12 @@ from django.urls import path
 from rest_framework.routers import DefaultRouter
 
 from .registry_views import ModelVersionViewSet, RegisteredModelViewSet
+from .training_views import TrainingRunViewSet, TrainingSpecViewSet
 
 router = DefaultRouter()
 router.register("models", RegisteredModelViewSet, basename="model")
+router.register("training/specs", TrainingSpecViewSet, basename="training-spec")
+router.register("training/runs", TrainingRunViewSet, basename="training-run")
 urlpatterns = router.urls
 
 # Registry: a model's versions, nested under its name.

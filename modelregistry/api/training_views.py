@@ -1,0 +1,47 @@
+"""Training endpoints: everyone signed in reads specs and runs; staff start a run."""
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.decorators import action
+from rest_framework.permissions import BasePermission, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.viewsets import ReadOnlyModelViewSet
+
+from mlsite.api import IsStaff
+
+from .. import training_runs
+from ..models import RunTrigger, TrainingRun, TrainingSpec
+from .training_serializers import TrainingRunSerializer, TrainingSpecSerializer
+
+
+class TrainingSpecViewSet(ReadOnlyModelViewSet):
+    """What each spec trains, how it decides promotion, and when it runs next."""
+
+    serializer_class = TrainingSpecSerializer
+    queryset = TrainingSpec.objects.select_related(
+        "registered_model", "dataset", "periodic_task__crontab", "periodic_task__interval"
+    )
+
+    def get_permissions(self) -> list[BasePermission]:
+        if self.action == "run":
+            return [IsAuthenticated(), IsStaff()]
+        return super().get_permissions()
+
+    @extend_schema(request=None, responses={202: TrainingRunSerializer})
+    @action(detail=True, methods=["post"])
+    def run(self, request: Request, pk: str | None = None) -> Response:
+        """Queue a run of the spec now (409 while one is in progress)."""
+        run = training_runs.request_run(self.get_object(), RunTrigger.API)
+        return Response(TrainingRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+class TrainingRunViewSet(ReadOnlyModelViewSet):
+    """Every run: its status, metrics, the version it made, and whether it was promoted."""
+
+    serializer_class = TrainingRunSerializer
+    filterset_fields = ["spec", "status", "trigger", "promoted"]
+
+    def get_queryset(self) -> QuerySet[TrainingRun]:
+        return TrainingRun.objects.select_related("spec", "version__registered_model")

@@ -1,0 +1,110 @@
+"""The training API: specs and runs for everyone signed in; staff start runs."""
+
+import pytest
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from modelregistry import scheduling
+from modelregistry.models import RunStatus, RunTrigger, TrainingRun
+from tests.base import make_user, owner, staff
+from tests.builders import make_training_spec
+from tests.processes import wait_for
+
+
+def client_for(user: object) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+@pytest.mark.django_db
+def test_specs_list_their_estimator_policy_and_next_scheduled_runs() -> None:
+    spec = make_training_spec(timezone="Asia/Tokyo")
+    scheduling.ensure_schedule(spec)
+
+    response = client_for(owner()).get("/api/v1/training/specs/")
+
+    assert response.status_code == 200
+    [listed] = response.json()["results"]
+    assert listed["name"] == "iris-nightly"
+    assert listed["model"] == "iris"
+    assert listed["dataset"] == "iris-builtin"
+    assert listed["promotion_policy"] == "if_better"
+    assert listed["schedule"]["enabled"] is True
+    assert len(listed["schedule"]["next_runs"]) == 5
+    assert all(at.endswith("+09:00") for at in listed["schedule"]["next_runs"])
+
+
+@pytest.mark.django_db
+def test_only_staff_may_start_a_run() -> None:
+    spec = make_training_spec()
+
+    response = client_for(owner()).post(f"/api/v1/training/specs/{spec.pk}/run/")
+
+    assert response.status_code == 403
+    assert response.json()["code"] == "permission_denied"
+    assert not TrainingRun.objects.exists()
+
+
+@pytest.mark.django_db
+def test_signed_out_callers_see_nothing() -> None:
+    assert APIClient().get("/api/v1/training/runs/").status_code == 401
+
+
+@pytest.mark.django_db(transaction=True)
+def test_staff_start_a_run_that_a_worker_carries_out(live_worker) -> None:
+    spec = make_training_spec(params={"max_iter": 500})
+    client = client_for(staff())
+
+    response = client.post(f"/api/v1/training/specs/{spec.pk}/run/")
+
+    assert response.status_code == 202
+    assert response.json()["status"] == "queued"
+    assert response.json()["trigger"] == "api"
+    run_url = f"/api/v1/training/runs/{response.json()['id']}/"
+    wait_for(lambda: client.get(run_url).json()["status"] == "succeeded", 30, "the run")
+    run = client.get(run_url).json()
+    assert run["version"] == "iris:1"
+    assert run["promoted"] is True
+    assert run["metrics"]["accuracy"] > 0.85
+
+
+@pytest.mark.django_db
+def test_starting_a_run_while_one_is_in_progress_is_a_conflict() -> None:
+    spec = make_training_spec()
+    TrainingRun.objects.create(
+        spec=spec, trigger=RunTrigger.ADMIN, status=RunStatus.RUNNING, started_at=timezone.now()
+    )
+
+    response = client_for(staff()).post(f"/api/v1/training/specs/{spec.pk}/run/")
+
+    assert response.status_code == 409
+    assert response.json()["code"] == "training_in_progress"
+    assert TrainingRun.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_starting_a_run_of_an_unknown_spec_is_not_found() -> None:
+    response = client_for(staff()).post("/api/v1/training/specs/4242/run/")
+    assert response.status_code == 404
+
+
+@pytest.mark.django_db
+def test_runs_can_be_filtered_by_status_and_show_why_they_failed() -> None:
+    spec = make_training_spec()
+    TrainingRun.objects.create(
+        spec=spec,
+        trigger=RunTrigger.SCHEDULE,
+        status=RunStatus.FAILED,
+        error="unknown params for LogisticRegression: Cee",
+    )
+    TrainingRun.objects.create(
+        spec=spec, trigger=RunTrigger.SCHEDULE, status=RunStatus.SUCCEEDED, metrics={"f1": 0.9}
+    )
+
+    response = client_for(make_user("viewer")).get("/api/v1/training/runs/?status=failed")
+
+    [failed] = response.json()["results"]
+    assert failed["spec_name"] == "iris-nightly"
+    assert failed["error"] == "unknown params for LogisticRegression: Cee"
+    assert failed["version"] is None
