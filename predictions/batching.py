@@ -67,7 +67,7 @@ def _plan(job: PredictionJob) -> list[int]:
         raise batchfiles.BadFile("the file has no rows to score", field="file")
     if conversion.bad_lines:
         rows = [("", "", f"unreadable line: {reason}") for reason in conversion.bad_lines]
-        batchfiles.write_errors(directory / "parts" / "unreadable.errors.csv", rows)
+        batchfiles.write_errors(directory / "parts" / "errors-unreadable.csv", rows)
     chunks = BatchChunk.objects.bulk_create(
         BatchChunk(job=job, index=index, start_row=start, stop_row=stop)
         for index, (start, stop) in enumerate(conversion.row_groups)
@@ -127,7 +127,7 @@ def _score_into_part(chunk: BatchChunk) -> tuple[int, int]:
         (str(chunk.start_row + at + 1), _id_at(rows.ids, at), reason) for at, reason in rows.errors
     ]
     if errors:
-        batchfiles.write_errors(_part(directory, chunk.index, "errors.csv"), errors)
+        batchfiles.write_errors(directory / "parts" / f"errors-{chunk.index:06d}.csv", errors)
     if chunk.index == 0:
         (directory / "header.txt").write_text("\x1f".join(names), encoding="utf-8")
     return len(rows.good), len(errors)
@@ -137,8 +137,8 @@ def _id_at(ids: np.ndarray | None, at: int) -> str:
     return "" if ids is None else str(ids[at])
 
 
-def _part(directory: Path, index: int, suffix: str = "csv") -> Path:
-    return directory / "parts" / f"{index:06d}.{suffix}"
+def _part(directory: Path, index: int) -> Path:
+    return directory / "parts" / f"{index:06d}.csv"
 
 
 def merge_if_complete(job_id: UUID | str) -> bool:
@@ -169,7 +169,7 @@ def _merge(job: PredictionJob, result_name: str) -> str:
     names = header_file.read_text(encoding="utf-8").split("\x1f") if header_file.exists() else []
     parts = sorted((directory / "parts").glob("[0-9]*.csv"))
     batchfiles.concatenate(Path(default_storage.path(result_name)), names, parts)
-    errors = sorted((directory / "parts").glob("*.errors.csv"))
+    errors = sorted((directory / "parts").glob("errors-*.csv"))
     if not errors:
         return ""
     error_name = f"results/{job.pk}.errors.csv"
