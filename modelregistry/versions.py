@@ -253,16 +253,18 @@ def _move(version: ModelVersion, stage: str, user: AbstractBaseUser | None, note
 
 
 def previous_production(model: RegisteredModel) -> ModelVersion | None:
-    """The usable version that was in production most recently before the current one."""
-    current = model.versions.filter(stage=Stage.PRODUCTION).values_list("pk", flat=True)
-    changes = (
-        StageChange.objects.filter(version__registered_model=model, from_stage=Stage.PRODUCTION)
-        .exclude(version__in=list(current))
-        .filter(version__is_usable=True)
-        .select_related("version__registered_model")
-    )
-    change = changes.first()  # newest first (StageChange.Meta.ordering)
-    return change.version if change else None
+    """The newest usable version, older than the current production one, that was in production.
+
+    Versions are numbered in order of registration, so rolling back twice steps back twice
+    (3 → 2 → 1) instead of swapping between two versions.
+    """
+    current = model.versions.filter(stage=Stage.PRODUCTION).first()
+    was_in_production = model.versions.filter(
+        is_usable=True, stage_changes__to_stage=Stage.PRODUCTION
+    ).exclude(stage=Stage.PRODUCTION)
+    if current is not None:
+        was_in_production = was_in_production.filter(number__lt=current.number)
+    return was_in_production.select_related("registered_model").order_by("-number").first()
 
 
 def rollback(

@@ -48,7 +48,7 @@ def registered_models() -> QuerySet[RegisteredModel]:
     ).values("number")[:1]
     return RegisteredModel.objects.annotate(
         versions_count=Count("versions"), production_version=Subquery(production)
-    )
+    ).order_by("name")
 
 
 class RegisteredModelViewSet(ReadOnlyModelViewSet):

@@ -1,0 +1,216 @@
+"""The registry API: everyone signed in reads; only staff with the permission upload or promote."""
+
+import io
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from django.conf import settings
+from rest_framework.test import APIClient
+from sklearn.datasets import load_diabetes, load_iris
+from sklearn.linear_model import LogisticRegression
+
+from modelregistry import artifacts
+from modelregistry.models import ModelVersion, RegisteredModel, Stage
+from tests.base import make_user, staff, stranger
+from tests.builders import IRIS_FEATURES, artifact_bytes, diabetes_estimator, make_version
+from tests.modelregistry.hostile import hostile_artifacts
+
+
+@pytest.fixture
+def as_staff(db, private_artifacts) -> APIClient:
+    return client_for(staff())
+
+
+def client_for(user) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+def upload(client: APIClient, name: str, data: bytes, filename: str = "m.joblib", **fields):
+    body = {"file": _named(data, filename), **fields}
+    return client.post(f"/api/v1/models/{name}/versions/", body, format="multipart")
+
+
+def _named(data: bytes, filename: str) -> io.BytesIO:
+    buffer = io.BytesIO(data)
+    buffer.name = filename
+    return buffer
+
+
+def iris_frame_estimator() -> LogisticRegression:
+    data = load_iris()
+    frame = pd.DataFrame(data.data, columns=IRIS_FEATURES)
+    return LogisticRegression(max_iter=500).fit(frame, data.target)
+
+
+def stored_artifacts(name: str) -> list[Path]:
+    folder = Path(settings.ARTIFACT_ROOT) / "artifacts" / name
+    return sorted(folder.iterdir()) if folder.exists() else []
+
+
+def test_staff_upload_a_good_artifact_and_a_new_model_takes_its_schema(as_staff) -> None:
+    data = artifact_bytes(iris_frame_estimator()).getvalue()
+    response = upload(as_staff, "flowers", data, description="first cut")
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert (body["ref"], body["stage"], body["format"]) == ("flowers:1", "none", "joblib")
+    assert (body["size"], body["description"]) == (len(data), "first cut")
+    assert body["estimator_class"].endswith("LogisticRegression")
+    assert body["library_versions"]["scikit-learn"]
+    model = RegisteredModel.objects.get(name="flowers")
+    assert model.task_kind == "classification"
+    assert model.feature_names == IRIS_FEATURES
+    assert [path.name for path in stored_artifacts("flowers")] == ["v1.joblib"]
+
+
+def test_a_second_upload_becomes_version_two_with_its_metrics(as_staff) -> None:
+    data = artifact_bytes(iris_frame_estimator()).getvalue()
+    upload(as_staff, "flowers", data)
+    response = upload(as_staff, "flowers", data, metrics='{"accuracy": 0.97}')
+    assert response.status_code == 201
+    assert (response.json()["version"], response.json()["metrics"]) == (2, {"accuracy": 0.97})
+
+
+def test_a_skops_upload_is_registered_in_that_format(as_staff) -> None:
+    data = artifacts.dump_skops(iris_frame_estimator()).getvalue()
+    response = upload(as_staff, "flowers", data, filename="model.skops")
+    assert response.status_code == 201, response.json()
+    assert response.json()["format"] == "skops"
+    assert [path.name for path in stored_artifacts("flowers")] == ["v1.skops"]
+
+
+def test_an_upload_whose_feature_count_disagrees_with_the_schema_is_refused(as_staff) -> None:
+    make_version("iris")  # schema: the four iris features
+    data = load_diabetes()
+    three_features = LogisticRegression().fit(data.data[:, :3], data.target > 140)
+    response = upload(as_staff, "iris", artifact_bytes(three_features).read())
+    assert (response.status_code, response.json()["code"]) == (400, "feature_mismatch")
+    assert "takes 3 features, but iris's schema has 4" in response.json()["detail"]
+    four_features = LogisticRegression().fit(data.data[:, :4], data.target > 140)
+    assert upload(as_staff, "iris", artifact_bytes(four_features).read()).status_code == 201
+
+
+def test_a_regressor_for_a_classification_model_is_refused(as_staff) -> None:
+    make_version("iris")
+    response = upload(as_staff, "iris", artifact_bytes(diabetes_estimator()).read())
+    assert (response.status_code, response.json()["code"]) == (400, "task_kind_mismatch")
+
+
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [
+        ({"not": "a model"}, "not_an_estimator"),
+        (LogisticRegression(), "not_fitted"),
+    ],
+)
+def test_what_is_not_a_fitted_estimator_is_refused_as_json(as_staff, payload, code) -> None:
+    response = upload(as_staff, "flowers", artifact_bytes(payload).read())
+    assert (response.status_code, response.json()["code"]) == (400, code)
+    assert not RegisteredModel.objects.filter(name="flowers").exists()
+    assert stored_artifacts("flowers") == []
+
+
+def test_an_artifact_over_the_limit_is_refused_with_413(as_staff, settings) -> None:
+    settings.MAX_ARTIFACT_BYTES = 1000
+    response = upload(as_staff, "flowers", artifact_bytes(iris_frame_estimator()).read())
+    assert (response.status_code, response.json()["code"]) == (413, "artifact_too_large")
+
+
+@pytest.mark.parametrize("kind", list(hostile_artifacts(Path("m"))))
+def test_a_hostile_upload_by_staff_is_refused_and_its_code_never_runs(
+    as_staff, kind: str, tmp_path: Path
+) -> None:
+    marker = tmp_path / "marker"
+    response = upload(as_staff, "flowers", hostile_artifacts(marker)[kind])
+    assert (response.status_code, response.json()["code"]) == (400, "unsafe_artifact")
+    assert "not an allowed scikit-learn, NumPy or SciPy type" in response.json()["detail"]
+    assert not marker.exists()
+    assert ModelVersion.objects.count() == 0
+    assert stored_artifacts("flowers") == []
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("who", ["a user", "staff without the permission"])
+def test_only_staff_with_the_registry_permission_may_upload_or_promote(who: str) -> None:
+    version = make_version("iris", stage=Stage.STAGING)
+    user = stranger() if who == "a user" else make_user("helper", staff=True)
+    client = client_for(user)
+    response = upload(client, "iris", artifact_bytes(iris_frame_estimator()).read())
+    assert (response.status_code, response.json()["code"]) == (403, "permission_denied")
+    response = client.post("/api/v1/models/iris/versions/1/promote/", {"stage": "production"})
+    assert (response.status_code, response.json()["code"]) == (403, "permission_denied")
+    response = client.post("/api/v1/models/iris/rollback/", {})
+    assert response.status_code == 403
+    version.refresh_from_db()
+    assert (version.stage, ModelVersion.objects.count()) == (Stage.STAGING, 1)
+
+
+@pytest.mark.django_db
+def test_anonymous_callers_get_401_json() -> None:
+    response = APIClient().get("/api/v1/models/")
+    assert response.status_code == 401
+    assert response.json()["code"] == "not_authenticated"
+
+
+@pytest.mark.django_db
+def test_everyone_signed_in_reads_models_and_versions() -> None:
+    make_version("iris", stage=Stage.ARCHIVED)
+    second = make_version("iris", stage=Stage.PRODUCTION)
+    make_version("diabetes", stage=Stage.STAGING)
+    client = client_for(stranger())
+    listing = client.get("/api/v1/models/").json()["results"]
+    assert [(m["name"], m["production_version"], m["versions_count"]) for m in listing] == [
+        ("diabetes", None, 1),
+        ("iris", 2, 2),
+    ]
+    iris = client.get("/api/v1/models/iris/").json()
+    assert [feature["name"] for feature in iris["features"]] == IRIS_FEATURES
+    versions = client.get("/api/v1/models/iris/versions/").json()["results"]
+    assert [(v["version"], v["stage"], v["sha256"]) for v in versions] == [
+        (2, "production", second.sha256),
+        (1, "archived", versions[1]["sha256"]),
+    ]
+    assert client.get("/api/v1/models/iris/versions/2/").json()["stage_history"] == []
+
+
+@pytest.mark.django_db
+def test_unknown_models_and_versions_are_404_json() -> None:
+    make_version("iris")
+    client = client_for(stranger())
+    for url in [
+        "/api/v1/models/nope/",
+        "/api/v1/models/nope/versions/",
+        "/api/v1/models/iris/versions/9/",
+    ]:
+        response = client.get(url)
+        assert (response.status_code, response.json()["code"]) == (404, "not_found"), url
+
+
+def test_staff_promote_through_the_api_and_the_old_production_is_archived(as_staff) -> None:
+    first = make_version("iris", stage=Stage.PRODUCTION)
+    make_version("iris", stage=Stage.NONE)
+    response = as_staff.post(
+        "/api/v1/models/iris/versions/2/promote/", {"stage": "production", "note": "better"}
+    )
+    assert response.status_code == 200, response.json()
+    assert response.json()["stage"] == "production"
+    history = response.json()["stage_history"]
+    assert [(h["from_stage"], h["to_stage"], h["changed_by"], h["note"]) for h in history] == [
+        ("none", "production", "staff", "better")
+    ]
+    first.refresh_from_db()
+    assert first.stage == Stage.ARCHIVED
+    response = as_staff.post("/api/v1/models/iris/rollback/", {"note": "v2 misbehaves"})
+    assert (response.status_code, response.json()["version"]) == (200, 1)
+
+
+def test_bad_promotions_are_refused_as_json_not_500(as_staff) -> None:
+    make_version("iris", stage=Stage.PRODUCTION)
+    response = as_staff.post("/api/v1/models/iris/versions/1/promote/", {"stage": "tuesday"})
+    assert (response.status_code, response.json()["code"]) == (400, "invalid")
+    response = as_staff.post("/api/v1/models/iris/rollback/", {})
+    assert (response.status_code, response.json()["code"]) == (409, "stage_conflict")
+    response = upload(as_staff, "not a slug!", b"x")
+    assert response.status_code == 404  # the URL itself does not match a model name
