@@ -20,6 +20,18 @@ def live_worker(django_db_setup, django_db_blocker) -> Iterator[object]:
         yield worker
 
 
+@pytest.fixture(scope="session")
+def live_web(django_db_setup, django_db_blocker) -> Iterator[str]:
+    """A real gunicorn on the test database, for the client and the browser; yields its URL."""
+    port = processes.free_port()
+    with django_db_blocker.unblock():
+        web = processes.start_web(port)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        processes.stop(web)
+
+
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[processes.RedisServer]:
     """A Redis of this test's own, which it may stop and start."""

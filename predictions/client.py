@@ -1,0 +1,329 @@
+"""A small typed client for the jobs API, on the standard library only.
+
+    from predictions.client import Client
+    client = Client("http://127.0.0.1:8000", token="…")
+    job = client.predict_file("iris", "rows.csv", "result.csv")   # submit, wait, download
+
+It is also a command line, with or without the project's settings:
+
+    python -m predictions.client --model iris --file rows.csv --out result.csv
+    python manage.py predict --model iris --file rows.csv --out result.csv
+
+The token comes from --token or MLSITE_TOKEN, the server from --url or MLSITE_URL.
+"""
+
+import argparse
+import json
+import mimetypes
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+from urllib.error import HTTPError
+from urllib.parse import urlencode
+from urllib.request import Request, urlopen
+
+FINISHED = ("succeeded", "failed", "cancelled")
+CHUNK = 1024 * 1024
+DEFAULT_URL = "http://127.0.0.1:8000"
+MEDIA_TYPES = {
+    "csv": "text/csv",
+    "parquet": "application/vnd.apache.parquet",
+    "json": "application/json",
+}
+
+
+class ApiError(Exception):
+    """The API refused: the HTTP status and the error's stable code, detail and field."""
+
+    def __init__(self, status: int, code: str, detail: str, field: str | None = None) -> None:
+        super().__init__(f"{status} {code}: {detail}")
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.field = field
+
+
+class JobFailed(Exception):
+    """The job finished without succeeding (failed or cancelled)."""
+
+    def __init__(self, job: "Job") -> None:
+        super().__init__(f"job {job.id} {job.status}: {job.error_code} {job.error_message}")
+        self.job = job
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    status: str
+    kind: str
+    model: str
+    version: str
+    rows_total: int
+    rows_done: int
+    rows_failed: int
+    error_code: str
+    error_message: str
+    result_url: str | None
+    outputs: list[dict[str, Any]] | None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Job":
+        return cls(
+            id=data["id"],
+            status=data["status"],
+            kind=data["kind"],
+            model=data["model"],
+            version=data["version"],
+            rows_total=data["rows_total"],
+            rows_done=data["rows_done"],
+            rows_failed=data.get("rows_failed", 0),
+            error_code=data.get("error_code", ""),
+            error_message=data.get("error_message", ""),
+            result_url=data.get("result_url"),
+            outputs=data.get("outputs"),
+        )
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED
+
+    @property
+    def progress(self) -> float:
+        """0 to 1; a finished job is at 1 whatever its rows say."""
+        if self.status == "succeeded":
+            return 1.0
+        return self.rows_done / self.rows_total if self.rows_total else 0.0
+
+
+class Client:
+    """One server and one user's token. Every method raises ApiError for an error answer."""
+
+    def __init__(self, base_url: str, token: str, timeout: float = 60.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+
+    def submit_rows(
+        self, model: str, rows: list[dict[str, Any]], *, priority: int = 5, key: str = ""
+    ) -> Job:
+        body = {"model": model, "inputs": rows, "priority": priority, "idempotency_key": key}
+        return Job.from_json(self._json("POST", "/api/v1/jobs/", body))
+
+    def submit_file(
+        self,
+        model: str,
+        path: str | Path,
+        *,
+        id_column: str = "",
+        priority: int = 5,
+        key: str = "",
+    ) -> Job:
+        """Uploads a CSV or Parquet file as a batch job; the file is streamed, not read whole."""
+        fields = {"model": model, "id_column": id_column, "priority": str(priority)}
+        if key:
+            fields["idempotency_key"] = key
+        body, length, content_type = _multipart(fields, Path(path))
+        headers = {"Content-Type": content_type, "Content-Length": str(length)}
+        with self._open("POST", "/api/v1/jobs/", body, headers) as response:
+            return Job.from_json(json.load(response))
+
+    def get(self, job_id: str, wait: float = 0) -> Job:
+        """The job now, or once finished if that comes within `wait` seconds (server-capped)."""
+        query = f"?{urlencode({'wait': wait})}" if wait else ""
+        return Job.from_json(self._json("GET", f"/api/v1/jobs/{job_id}/{query}"))
+
+    def cancel(self, job_id: str) -> Job:
+        return Job.from_json(self._json("POST", f"/api/v1/jobs/{job_id}/cancel/", {}))
+
+    def wait(
+        self,
+        job_id: str,
+        *,
+        timeout: float | None = None,
+        poll: float = 1.0,
+        on_progress: Callable[[Job], None] | None = None,
+    ) -> Job:
+        """Polls until the job finishes; calls on_progress with each state it sees."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.get(job_id, wait=poll)  # the server holds the call up to `poll` s
+            if on_progress:
+                on_progress(job)
+            if job.is_finished:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job.status} after {timeout} s")
+
+    def download_result(self, job_id: str, out: str | Path, file_format: str = "csv") -> Path:
+        """Streams a succeeded job's result (csv, parquet or json) to a file."""
+        out = Path(out)
+        path = f"/api/v1/jobs/{job_id}/result/?{urlencode({'format': file_format})}"
+        accept = {"Accept": MEDIA_TYPES.get(file_format, "*/*")}
+        with self._open("GET", path, None, accept) as response, out.open("wb") as stream:
+            shutil.copyfileobj(response, stream, CHUNK)
+        return out
+
+    def predict_file(
+        self,
+        model: str,
+        path: str | Path,
+        out: str | Path,
+        *,
+        id_column: str = "",
+        timeout: float | None = None,
+        on_progress: Callable[[Job], None] | None = None,
+    ) -> Job:
+        """Submit a file, wait for it, save its result; raises JobFailed if it did not succeed."""
+        job = self.submit_file(model, path, id_column=id_column)
+        job = self.wait(job.id, timeout=timeout, on_progress=on_progress)
+        if job.status != "succeeded":
+            raise JobFailed(job)
+        self.download_result(job.id, out, _format_of(Path(out)))
+        return job
+
+    def _json(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        with self._open(method, path, data, headers) as response:
+            return json.load(response)
+
+    def _open(
+        self,
+        method: str,
+        path: str,
+        data: bytes | Iterator[bytes] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> IO[bytes]:
+        request = Request(self.base_url + path, data=data, method=method)  # noqa: S310 - the user's server URL, http(s) checked in main()
+        request.add_header("Authorization", f"Token {self.token}")
+        for name, value in {"Accept": "application/json", **(headers or {})}.items():
+            request.add_header(name, value)
+        try:
+            return urlopen(request, timeout=self.timeout)  # noqa: S310 - see above
+        except HTTPError as error:
+            raise _api_error(error) from None
+
+
+def _api_error(error: HTTPError) -> ApiError:
+    try:
+        body = json.load(error)
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    detail = body.get("detail") or "; ".join(
+        f"{name}: {' '.join(map(str, messages))}"
+        for name, messages in body.items()
+        if isinstance(messages, list)
+    )
+    return ApiError(
+        error.code, body.get("code", "error"), detail or error.reason, body.get("field")
+    )
+
+
+def _multipart(fields: dict[str, str], path: Path) -> tuple[Iterator[bytes], int, str]:
+    """A multipart/form-data body as chunks, its exact length, and its content type."""
+    boundary = uuid.uuid4().hex
+    head = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in fields.items()
+    )
+    file_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    head += (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="{path.name}"\r\nContent-Type: {file_type}\r\n\r\n'
+    ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+
+    def chunks() -> Iterator[bytes]:
+        yield head
+        with path.open("rb") as stream:
+            while block := stream.read(CHUNK):
+                yield block
+        yield tail
+
+    length = len(head) + path.stat().st_size + len(tail)
+    return chunks(), length, f"multipart/form-data; boundary={boundary}"
+
+
+def _format_of(out: Path) -> str:
+    suffix = out.suffix.lower().lstrip(".")
+    return suffix if suffix in ("csv", "parquet", "json") else "csv"
+
+
+class ProgressBar:
+    """A text progress bar; on a terminal it redraws one line, elsewhere it prints each step."""
+
+    def __init__(self, stream: IO[str], width: int = 30) -> None:
+        self.stream = stream
+        self.width = width
+        self.is_tty = stream.isatty()
+        self.last = ""
+
+    def __call__(self, job: Job) -> None:
+        filled = int(job.progress * self.width)
+        bar = "#" * filled + "-" * (self.width - filled)
+        rows = f"{job.rows_done}/{job.rows_total} rows" if job.rows_total else ""
+        line = f"[{bar}] {job.progress:4.0%} {rows} {job.status}".rstrip()
+        if line == self.last:
+            return
+        self.last = line
+        self.stream.write(f"\r{line}" if self.is_tty else f"{line}\n")
+        if self.is_tty and job.is_finished:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--model", required=True, help="iris, iris@staging or iris:3")
+    parser.add_argument("--file", required=True, help="CSV (with a header) or Parquet rows")
+    parser.add_argument("--out", required=True, help="where to save the result (.csv/.parquet)")
+    parser.add_argument("--id-column", default="", help="a column carried to the output")
+    parser.add_argument("--url", default=os.environ.get("MLSITE_URL", DEFAULT_URL))
+    parser.add_argument("--token", default=None, help="API token (default: $MLSITE_TOKEN)")
+    parser.add_argument("--timeout", type=float, default=None, help="give up after seconds")
+    return parser
+
+
+def run(options: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    """Runs the command line; returns the exit status (0 success, 1 job failed, 2 refused)."""
+    token = options.token or os.environ.get("MLSITE_TOKEN")
+    if not token:
+        err.write("predict: no token: pass --token or set MLSITE_TOKEN\n")
+        return 2
+    if not options.url.startswith(("http://", "https://")):
+        err.write(f"predict: --url must be http(s), got {options.url!r}\n")
+        return 2
+    client = Client(options.url, token)
+    try:
+        job = client.predict_file(
+            options.model,
+            options.file,
+            options.out,
+            id_column=options.id_column,
+            timeout=options.timeout,
+            on_progress=ProgressBar(err),
+        )
+    except (ApiError, OSError, TimeoutError) as error:
+        err.write(f"predict: {error}\n")
+        return 2
+    except JobFailed as failure:
+        err.write(f"predict: {failure}\n")
+        return 1
+    out.write(f"job {job.id}: {job.rows_done} rows scored by {job.version}, saved {options.out}\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser(argparse.ArgumentParser(description="Score a file with a model."))
+    return run(parser.parse_args(argv), sys.stdout, sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""The Python client and `manage.py predict` score a CSV through a real web server and worker."""
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+from rest_framework.authtoken.models import Token
+
+from predictions.client import ApiError, Client
+from predictions.models import PredictionJob, Status
+from tests.base import make_user
+from tests.builders import IRIS_FEATURES, in_process_predictions, iris_rows, make_version
+
+
+def write_csv(path: Path, rows: list[dict[str, float]], with_id: bool = True) -> Path:
+    with path.open("w", newline="") as stream:
+        columns = (["row_id"] if with_id else []) + IRIS_FEATURES
+        writer = csv.DictWriter(stream, fieldnames=columns)
+        writer.writeheader()
+        for number, row in enumerate(rows):
+            writer.writerow({"row_id": f"r{number}", **row} if with_id else row)
+    return path
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(path.read_text())))
+
+
+@pytest.fixture
+def token(db) -> str:
+    return Token.objects.create(user=make_user("client-user")).key
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_client_submits_a_csv_waits_and_saves_the_result(
+    live_web: str, live_worker, token: str, tmp_path: Path
+) -> None:
+    version = make_version()
+    rows = iris_rows(40)
+    seen: list[str] = []
+    client = Client(live_web, token)
+
+    job = client.predict_file(
+        "iris",
+        write_csv(tmp_path / "rows.csv", rows),
+        tmp_path / "result.csv",
+        id_column="row_id",
+        timeout=60,
+        on_progress=lambda state: seen.append(state.status),
+    )
+
+    assert job.status == "succeeded" and job.rows_done == 40
+    assert seen[-1] == "succeeded"
+    result = read_csv(tmp_path / "result.csv")
+    assert [row["row_id"] for row in result] == [f"r{i}" for i in range(40)]
+    expected = in_process_predictions(version, rows)
+    assert [int(float(row["prediction"])) for row in result] == list(expected)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_client_reports_an_unknown_model_with_its_error_code(
+    live_web: str, token: str, tmp_path: Path
+) -> None:
+    make_version()
+    with pytest.raises(ApiError) as refused:
+        Client(live_web, token).submit_file("no-such-model", write_csv(tmp_path / "r.csv", []))
+    assert refused.value.status == 404
+    assert refused.value.code == "unknown_model"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_predict_command_shows_progress_and_saves_the_result(
+    live_web: str, live_worker, token: str, tmp_path: Path, monkeypatch
+) -> None:
+    make_version()
+    monkeypatch.setenv("MLSITE_TOKEN", token)  # the token from the environment
+    out, err = io.StringIO(), io.StringIO()
+    rows_csv = write_csv(tmp_path / "rows.csv", iris_rows(25), with_id=False)
+
+    call_command(
+        "predict",
+        "--model=iris",
+        f"--file={rows_csv}",
+        f"--out={tmp_path / 'result.csv'}",
+        f"--url={live_web}",
+        stdout=out,
+        stderr=err,
+    )
+
+    assert len(read_csv(tmp_path / "result.csv")) == 25
+    assert "100%" in err.getvalue().splitlines()[-1]
+    assert "succeeded" in err.getvalue()
+    job = PredictionJob.objects.get()
+    assert job.status == Status.SUCCEEDED
+    assert f"job {job.pk}: 25 rows scored by iris:1" in out.getvalue()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_predict_command_refuses_a_wrong_token(live_web: str, tmp_path: Path) -> None:
+    rows_csv = write_csv(tmp_path / "rows.csv", iris_rows(2))
+    err = io.StringIO()
+    with pytest.raises(CommandError):
+        call_command(
+            "predict",
+            "--model=iris",
+            f"--file={rows_csv}",
+            f"--out={tmp_path / 'out.csv'}",
+            f"--url={live_web}",
+            "--token=not-a-token",
+            stderr=err,
+        )
+    assert "401" in err.getvalue()
+    assert not (tmp_path / "out.csv").exists()
