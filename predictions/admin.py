@@ -1,0 +1,289 @@
+"""The jobs screens: browse, follow progress, cancel, retry, and submit a job as staff."""
+
+import json
+from typing import Any
+
+from django import forms
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+from django_celery_results.models import TaskResult
+
+from mlsite.errors import DomainError
+from modelregistry import versions
+
+from . import inputs, running, submission
+from .models import BatchChunk, PredictionJob, Status
+
+PREVIEW_ROWS = 20
+STATUS_COLOURS = {
+    Status.QUEUED: "#777",
+    Status.RUNNING: "#2a6ebb",
+    Status.SUCCEEDED: "#2e7d32",
+    Status.FAILED: "#c62828",
+    Status.CANCELLED: "#8d6e63",
+}
+
+
+class SubmitJobForm(forms.ModelForm):
+    """Staff submit a job: a model reference, then JSON rows or a CSV/Parquet file."""
+
+    model_ref = forms.CharField(
+        label="model",
+        max_length=120,
+        help_text="A model name (its production version), name@staging or name:3.",
+    )
+    rows = forms.CharField(
+        label="rows (JSON)",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 8, "cols": 80}),
+        help_text='A list of rows, e.g. [{"sepal_length": 5.1, "sepal_width": 3.5, …}].',
+    )
+    upload = forms.FileField(
+        label="or a file",
+        required=False,
+        help_text="A CSV with a header row, or a Parquet file, for a batch job.",
+    )
+    id_column = forms.CharField(
+        label="id column",
+        required=False,
+        max_length=200,
+        help_text="A column of the file carried through to the result.",
+    )
+    priority = forms.IntegerField(
+        min_value=0, max_value=9, initial=5, help_text="0 (lowest) to 9 (highest)."
+    )
+
+    class Meta:
+        model = PredictionJob
+        fields: list[str] = []
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if bool(data.get("rows")) == bool(data.get("upload")):
+            raise forms.ValidationError("Paste JSON rows or upload a file (one of the two).")
+        try:
+            version = versions.resolve(data.get("model_ref", ""))
+            model = version.registered_model
+            if data.get("rows"):
+                data["parsed_rows"] = inputs.check_rows(model, json.loads(data["rows"]))
+            else:
+                upload = data["upload"]
+                inputs.check_file(model, upload, upload.size, data.get("id_column", ""))
+        except json.JSONDecodeError as exc:
+            self.add_error("rows", f"not JSON: {exc}")
+        except DomainError as exc:
+            self.add_error(_form_field(exc.field), str(exc))
+        return data
+
+
+@admin.register(PredictionJob)
+class PredictionJobAdmin(admin.ModelAdmin):
+    list_display = [
+        "short_id",
+        "coloured_status",
+        "model_at_version",
+        "owner",
+        "kind",
+        "progress_bar",
+        "duration",
+        "created_at",
+    ]
+    list_filter = ["status", "kind", "version__registered_model", "created_at"]
+    search_fields = ["id", "owner__username", "model_ref", "error_code", "task_id"]
+    date_hierarchy = "created_at"
+    list_select_related = ["version__registered_model", "owner"]
+    list_per_page = 50
+    actions = ["cancel_selected", "retry_selected"]
+    fieldsets = [
+        ("Job", {"fields": ["id", "status", "kind", "owner", "model_at_version", "priority"]}),
+        (
+            "Progress",
+            {
+                "fields": [
+                    "progress_bar",
+                    "rows_total",
+                    "rows_done",
+                    "rows_failed",
+                    "attempts",
+                    "created_at",
+                    "enqueued_at",
+                    "started_at",
+                    "finished_at",
+                    "duration",
+                ]
+            },
+        ),
+        ("Inputs", {"fields": ["inputs_preview", "input_file", "id_column"]}),
+        ("Result", {"fields": ["outputs_preview", "result_link", "error_link"]}),
+        ("Error", {"fields": ["error_code", "error_message"]}),
+        (
+            "Worker",
+            {
+                "classes": ["collapse"],
+                "fields": ["task_result_link", "artifact_sha256", "idempotency_key", "chunks"],
+            },
+        ),
+    ]
+    add_fieldsets = [
+        (None, {"fields": ["model_ref", "rows", "upload", "id_column", "priority"]}),
+    ]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        if obj is None:
+            return []
+        return [field for _, options in self.fieldsets for field in options["fields"]]
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        return self.add_fieldsets if obj is None else self.fieldsets
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any):
+        if obj is None:
+            kwargs["form"] = SubmitJobForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        """Only adds reach here: a submission through the same functions as the API."""
+        data = form.cleaned_data
+        if data.get("upload"):
+            upload = data["upload"]
+            job, _ = submission.submit_file(
+                request.user,
+                data["model_ref"],
+                upload,
+                size=upload.size,
+                id_column=data.get("id_column", ""),
+                priority=data["priority"],
+            )
+        else:
+            job, _ = submission.submit_rows(
+                request.user, data["model_ref"], data["parsed_rows"], priority=data["priority"]
+            )
+        obj.pk = job.pk
+        obj.__dict__.update({k: v for k, v in job.__dict__.items() if k != "_state"})
+        obj._state.adding = False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # the job page is read-only; actions and the add form change jobs
+
+    @admin.action(description="Cancel selected jobs")
+    def cancel_selected(self, request: HttpRequest, jobs: QuerySet[PredictionJob]) -> None:
+        cancelled = running.cancel(jobs)
+        self.message_user(request, f"Cancelled {cancelled} of {len(jobs)} job(s).")
+
+    @admin.action(description="Retry selected failed or cancelled jobs")
+    def retry_selected(self, request: HttpRequest, jobs: QuerySet[PredictionJob]) -> None:
+        retried = running.retry(jobs)
+        self.message_user(request, f"Queued {retried} of {len(jobs)} job(s) again.")
+
+    @admin.display(description="job", ordering="id")
+    def short_id(self, job: PredictionJob) -> str:
+        return str(job.pk)[:8]
+
+    @admin.display(description="status", ordering="status")
+    def coloured_status(self, job: PredictionJob) -> SafeString:
+        colour = STATUS_COLOURS.get(job.status, "#777")
+        return format_html('<b style="color:{}">{}</b>', colour, job.get_status_display())
+
+    @admin.display(description="model@version", ordering="version__registered_model__name")
+    def model_at_version(self, job: PredictionJob) -> str:
+        return f"{job.version.registered_model.name}@{job.version.number}"
+
+    @admin.display(description="progress")
+    def progress_bar(self, job: PredictionJob) -> SafeString:
+        percent = round(job.progress * 100)
+        return format_html(
+            '<progress value="{}" max="100" title="{} of {} rows"></progress> {}%',
+            percent,
+            job.rows_done,
+            job.rows_total,
+            percent,
+        )
+
+    @admin.display(description="duration")
+    def duration(self, job: PredictionJob) -> str:
+        if not job.started_at:
+            return "–"
+        end = job.finished_at
+        if end is None:
+            return "running"
+        return f"{(end - job.started_at).total_seconds():.2f} s"
+
+    @admin.display(description="inputs")
+    def inputs_preview(self, job: PredictionJob) -> SafeString | str:
+        return _json_preview(job.inputs, job.rows_total)
+
+    @admin.display(description="outputs")
+    def outputs_preview(self, job: PredictionJob) -> SafeString | str:
+        return _json_preview(job.outputs, job.rows_total)
+
+    @admin.display(description="result file")
+    def result_link(self, job: PredictionJob) -> SafeString | str:
+        if job.status != Status.SUCCEEDED:
+            return "–"
+        url = reverse("job-result", args=[job.pk])
+        return format_html(
+            '<a href="{}?format=csv">CSV</a> · <a href="{}?format=parquet">Parquet</a> · '
+            '<a href="{}?format=json">JSON</a>',
+            url,
+            url,
+            url,
+        )
+
+    @admin.display(description="failed rows")
+    def error_link(self, job: PredictionJob) -> SafeString | str:
+        if not job.error_file:
+            return "–"
+        return format_html('<a href="{}">error file</a>', reverse("job-errors", args=[job.pk]))
+
+    @admin.display(description="task result")
+    def task_result_link(self, job: PredictionJob) -> SafeString | str:
+        result = TaskResult.objects.filter(task_id=job.task_id).only("pk", "status").first()
+        if result is None:
+            return job.task_id or "–"
+        url = reverse("admin:django_celery_results_taskresult_change", args=[result.pk])
+        return format_html('<a href="{}">{} ({})</a>', url, job.task_id, result.status)
+
+    @admin.display(description="chunks")
+    def chunks(self, job: PredictionJob) -> SafeString | str:
+        chunks = BatchChunk.objects.filter(job=job).values_list("status").order_by()
+        counts: dict[str, int] = {}
+        for (status,) in chunks:
+            counts[status] = counts.get(status, 0) + 1
+        if not counts:
+            return "–"
+        return format_html_join(", ", "{} {}", sorted(counts.items(), key=lambda kv: kv[0]))
+
+
+def _form_field(api_field: str | None) -> str | None:
+    if not api_field:
+        return None
+    if api_field.startswith("inputs"):
+        return "rows"
+    return {"file": "upload", "id_column": "id_column"}.get(api_field)
+
+
+def _json_preview(rows: Any, total: int) -> SafeString | str:
+    if not rows:
+        return "–"
+    shown = json.dumps(rows[:PREVIEW_ROWS], indent=1)
+    more = f"\n… {total - PREVIEW_ROWS} more rows" if total > PREVIEW_ROWS else ""
+    return format_html("<pre>{}{}</pre>", shown, more)
+
+
+@admin.register(BatchChunk)
+class BatchChunkAdmin(admin.ModelAdmin):
+    list_display = ["job", "index", "start_row", "stop_row", "status", "rows_failed", "updated_at"]
+    list_filter = ["status"]
+    search_fields = ["job__id"]
+    list_select_related = ["job"]
+    readonly_fields = [field.name for field in BatchChunk._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -1,0 +1,222 @@
+"""The jobs API without a worker: validation, permissions, idempotency, cancel and retry."""
+
+import io
+
+import pytest
+from django.test import override_settings
+from rest_framework.test import APIClient
+
+from predictions import running
+from predictions.models import PredictionJob, Status
+from tests.base import make_user
+from tests.builders import IRIS_FEATURES, iris_rows, make_version
+
+pytestmark = pytest.mark.django_db
+
+
+def client_for(user) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+@pytest.fixture
+def owner_client() -> APIClient:
+    make_version()
+    return client_for(make_user("owner"))
+
+
+def post(client: APIClient, body: object) -> dict:
+    answer = client.post("/api/v1/jobs/", body, format="json")
+    return {**answer.json(), "http": answer.status_code}
+
+
+def test_a_submitted_job_is_queued_with_its_version_and_rows(owner_client) -> None:
+    answer = post(owner_client, {"model": "iris", "inputs": iris_rows(3), "priority": 7})
+    assert answer["http"] == 201
+    job = PredictionJob.objects.get(pk=answer["id"])
+    assert (job.status, job.rows_total, job.priority, job.version.ref) == ("queued", 3, 7, "iris:1")
+    assert job.task_id and job.enqueued_at
+
+
+def test_the_same_idempotency_key_returns_the_first_job(owner_client) -> None:
+    body = {"model": "iris", "input": iris_rows(1)[0], "idempotency_key": "k-1"}
+    first = post(owner_client, body)
+    second = post(owner_client, body)
+    assert (first["http"], second["http"]) == (201, 200)
+    assert first["id"] == second["id"]
+    assert PredictionJob.objects.count() == 1
+
+
+def test_one_idempotency_key_is_per_owner(owner_client) -> None:
+    body = {"model": "iris", "input": iris_rows(1)[0], "idempotency_key": "shared"}
+    mine = post(owner_client, body)
+    theirs = post(client_for(make_user("other")), body)
+    assert theirs["http"] == 201
+    assert mine["id"] != theirs["id"]
+
+
+def bad_rows() -> list[tuple[str, object, str, str]]:
+    row = iris_rows(1)[0]
+    return [
+        (
+            "missing feature",
+            {**{k: v for k, v in row.items() if k != "petal_width"}},
+            "bad_input",
+            "inputs[0].petal_width",
+        ),
+        ("extra feature", {**row, "colour": 1.0}, "bad_input", "inputs[0].colour"),
+        ("text value", {**row, "sepal_length": "5.1"}, "bad_input", "inputs[0].sepal_length"),
+        ("boolean value", {**row, "sepal_width": True}, "bad_input", "inputs[0].sepal_width"),
+        ("null value", {**row, "petal_length": None}, "bad_input", "inputs[0].petal_length"),
+        ("not an object", [1, 2, 3, 4], "bad_input", "inputs[0]"),
+    ]
+
+
+@pytest.mark.parametrize(("case", "row", "code", "field"), bad_rows(), ids=lambda v: str(v)[:20])
+def test_a_bad_row_is_refused_naming_the_row_and_field(
+    owner_client, case, row, code, field
+) -> None:
+    answer = post(owner_client, {"model": "iris", "inputs": [iris_rows(1)[0], row]})
+    field = field.replace("inputs[0]", "inputs[1]")
+    assert answer["http"] == 400, case
+    assert (answer["code"], answer["field"]) == (code, field)
+    assert PredictionJob.objects.count() == 0
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_nan_and_infinity_are_refused(owner_client, literal) -> None:
+    names = ", ".join(f'"{name}": 1.0' for name in IRIS_FEATURES[1:])
+    body = f'{{"model": "iris", "input": {{"{IRIS_FEATURES[0]}": {literal}, {names}}}}}'
+    answer = owner_client.post("/api/v1/jobs/", body, content_type="application/json")
+    assert answer.status_code == 400
+    assert PredictionJob.objects.count() == 0
+
+
+def test_an_unknown_model_is_refused(owner_client) -> None:
+    answer = post(owner_client, {"model": "nope", "inputs": iris_rows(1)})
+    assert (answer["http"], answer["code"]) == (404, "unknown_model")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"model": "iris"},
+        {"model": "iris", "inputs": [], "input": {}},
+        {"inputs": [{}]},
+        {"model": "iris", "inputs": "rows"},
+        {"model": "iris", "inputs": [{}], "extra": 1},
+        {"model": "iris", "input": {}, "priority": 12},
+    ],
+)
+def test_a_malformed_envelope_is_a_400_with_a_code(owner_client, body) -> None:
+    answer = post(owner_client, body)
+    assert answer["http"] == 400
+    assert answer["code"]
+
+
+@override_settings(MAX_INLINE_ROWS=5)
+def test_too_many_inline_rows_are_refused(owner_client) -> None:
+    answer = post(owner_client, {"model": "iris", "inputs": iris_rows(6)})
+    assert (answer["http"], answer["code"], answer["field"]) == (400, "too_many_rows", "inputs")
+
+
+@override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=2000)
+def test_a_body_too_large_is_a_413(owner_client) -> None:
+    answer = post(owner_client, {"model": "iris", "inputs": iris_rows(100)})
+    assert (answer["http"], answer["code"]) == (413, "body_too_large")
+
+
+@override_settings(MAX_UPLOAD_BYTES=100)
+def test_a_file_too_large_is_a_413(owner_client) -> None:
+    upload = io.BytesIO((",".join(IRIS_FEATURES) + "\n" + "1,2,3,4\n" * 50).encode())
+    upload.name = "big.csv"
+    answer = owner_client.post("/api/v1/jobs/", {"model": "iris", "file": upload})
+    assert answer.status_code == 413
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "extra", "field"),
+    [
+        ("rows.csv", "sepal_length,sepal_width\n1,2\n", {}, "file"),
+        ("rows.csv", ",".join([*IRIS_FEATURES, "colour"]) + "\n1,2,3,4,5\n", {}, "file"),
+        ("rows.csv", ",".join(IRIS_FEATURES) + "\n1,2,3,4\n", {"id_column": "key"}, "id_column"),
+        ("rows.txt", "anything", {}, "file"),
+        ("rows.parquet", "not parquet", {}, "file"),
+        ("rows.csv", "", {}, "file"),
+    ],
+)
+def test_a_file_whose_columns_do_not_fit_is_refused(owner_client, name, content, extra, field):
+    upload = io.BytesIO(content.encode())
+    upload.name = name
+    answer = owner_client.post("/api/v1/jobs/", {"model": "iris", "file": upload, **extra})
+    assert answer.status_code == 400
+    body = answer.json()
+    assert body.get("field") == field or field in body  # DRF names an empty file by its key
+    assert PredictionJob.objects.count() == 0
+
+
+def test_another_users_job_is_404_everywhere_and_absent_from_their_list(owner_client) -> None:
+    job_id = post(owner_client, {"model": "iris", "inputs": iris_rows(1)})["id"]
+    stranger = client_for(make_user("stranger"))
+    assert stranger.get(f"/api/v1/jobs/{job_id}/").status_code == 404
+    assert stranger.post(f"/api/v1/jobs/{job_id}/cancel/").status_code == 404
+    assert stranger.post(f"/api/v1/jobs/{job_id}/retry/").status_code == 404
+    assert stranger.get(f"/api/v1/jobs/{job_id}/result/").status_code == 404
+    assert stranger.get(f"/api/v1/jobs/{job_id}/result/?format=csv").status_code == 404
+    assert stranger.get("/api/v1/jobs/").json()["count"] == 0
+    assert PredictionJob.objects.get(pk=job_id).status == Status.QUEUED
+
+
+def test_staff_see_every_job(owner_client) -> None:
+    job_id = post(owner_client, {"model": "iris", "inputs": iris_rows(1)})["id"]
+    staff = client_for(make_user("boss", staff=True))
+    assert staff.get(f"/api/v1/jobs/{job_id}/").status_code == 200
+    assert staff.get("/api/v1/jobs/").json()["count"] == 1
+
+
+def test_anonymous_requests_are_refused() -> None:
+    assert APIClient().get("/api/v1/jobs/").status_code == 401
+
+
+def test_the_list_filters_by_status_and_model(owner_client) -> None:
+    make_version("iris-two")
+    first = post(owner_client, {"model": "iris", "inputs": iris_rows(1)})["id"]
+    post(owner_client, {"model": "iris-two", "inputs": iris_rows(1)})
+    running.cancel(PredictionJob.objects.filter(pk=first))
+    listed = owner_client.get("/api/v1/jobs/?status=cancelled").json()
+    assert [job["id"] for job in listed["results"]] == [first]
+    assert owner_client.get("/api/v1/jobs/?model=iris-two").json()["count"] == 1
+    assert owner_client.get("/api/v1/jobs/?created_after=2100-01-01T00:00:00Z").json()["count"] == 0
+
+
+def test_owner_status_and_outputs_cannot_be_written(owner_client) -> None:
+    job_id = post(owner_client, {"model": "iris", "inputs": iris_rows(1)})["id"]
+    answer = owner_client.patch(f"/api/v1/jobs/{job_id}/", {"status": "succeeded"}, format="json")
+    assert answer.status_code == 405
+    assert PredictionJob.objects.get(pk=job_id).status == Status.QUEUED
+
+
+def test_cancel_then_retry_then_cancel_a_finished_job_is_a_conflict(owner_client) -> None:
+    job_id = post(owner_client, {"model": "iris", "inputs": iris_rows(1)})["id"]
+    assert owner_client.post(f"/api/v1/jobs/{job_id}/retry/").json()["code"] == "not_retryable"
+    cancelled = owner_client.post(f"/api/v1/jobs/{job_id}/cancel/")
+    assert cancelled.json()["status"] == "cancelled"
+    again = owner_client.post(f"/api/v1/jobs/{job_id}/cancel/")
+    assert (again.status_code, again.json()["code"]) == (409, "not_cancellable")
+    retried = owner_client.post(f"/api/v1/jobs/{job_id}/retry/")
+    assert retried.json()["status"] == "queued"
+
+
+def test_a_result_before_success_is_a_conflict_in_json(owner_client) -> None:
+    job_id = post(owner_client, {"model": "iris", "inputs": iris_rows(1)})["id"]
+    answer = owner_client.get(f"/api/v1/jobs/{job_id}/result/?format=csv")
+    assert answer.status_code == 409
+    assert answer.json()["code"] == "result_not_ready"
+
+
+def test_wait_must_be_a_number(owner_client) -> None:
+    answer = owner_client.post(
+        "/api/v1/jobs/?wait=soon", {"model": "iris", "inputs": iris_rows(1)}, format="json"
+    )
+    assert (answer.status_code, answer.json()["field"]) == (400, "wait")
