@@ -235,6 +235,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "JobStatusEnum": "predictions.models.Status",
         "TrainingRunStatusEnum": "modelregistry.models.RunStatus",
+        "StageEnum": "modelregistry.models.Stage",
     },
 }
 

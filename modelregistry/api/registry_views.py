@@ -4,6 +4,8 @@ from typing import Any
 
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
@@ -64,6 +66,7 @@ class RegisteredModelViewSet(ReadOnlyModelViewSet):
             return [IsAuthenticated(), staff_with(PROMOTE_PERMISSION)()]
         return super().get_permissions()
 
+    @extend_schema(request=RollbackSerializer, responses=ModelVersionDetailSerializer)
     @action(detail=True, methods=["post"])
     def rollback(self, request: Request, name: str) -> Response:
         incoming = RollbackSerializer(data=request.data)
@@ -73,9 +76,18 @@ class RegisteredModelViewSet(ReadOnlyModelViewSet):
         return Response(ModelVersionDetailSerializer(version).data)
 
 
+MODEL_NAME = OpenApiParameter("model_name", OpenApiTypes.STR, OpenApiParameter.PATH)
+NUMBER = OpenApiParameter("number", OpenApiTypes.INT, OpenApiParameter.PATH)
+
+
+@extend_schema_view(
+    list=extend_schema(parameters=[MODEL_NAME]),
+    retrieve=extend_schema(parameters=[MODEL_NAME, NUMBER]),
+)
 class ModelVersionViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
     """A model's versions: read for everyone signed in; upload and promote for staff."""
 
+    queryset = ModelVersion.objects.none()  # for the schema only: get_queryset decides
     lookup_field = "number"
     parser_classes = [JSONParser, MultiPartParser, FormParser]
 
@@ -93,6 +105,11 @@ class ModelVersionViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
             return [IsAuthenticated(), staff_with(PROMOTE_PERMISSION)()]
         return super().get_permissions()
 
+    @extend_schema(
+        parameters=[MODEL_NAME],
+        request={"multipart/form-data": UploadSerializer},
+        responses={201: ModelVersionDetailSerializer},
+    )
     def create(self, request: Request, model_name: str) -> Response:
         incoming = UploadSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
@@ -112,6 +129,11 @@ class ModelVersionViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
         )
         return Response(ModelVersionDetailSerializer(version).data, status=status.HTTP_201_CREATED)
 
+    @extend_schema(
+        parameters=[MODEL_NAME, NUMBER],
+        request=PromoteSerializer,
+        responses=ModelVersionDetailSerializer,
+    )
     @action(detail=True, methods=["post"])
     def promote(self, request: Request, model_name: str, number: str) -> Response:
         incoming = PromoteSerializer(data=request.data)

@@ -6,6 +6,15 @@ import django_filters
 from django.conf import settings
 from django.db.models import QuerySet
 from django.http import HttpResponseBase
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    inline_serializer,
+)
+from rest_framework import serializers as drf_serializers
 from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.mixins import ListModelMixin, RetrieveModelMixin
@@ -43,9 +52,60 @@ class JobFilter(django_filters.FilterSet):
         fields = ["status", "model", "kind", "created_after", "created_before"]
 
 
+WAIT = OpenApiParameter(
+    "wait",
+    OpenApiTypes.FLOAT,
+    description="Hold the answer up to this many seconds (capped by MAX_WAIT_SECONDS) "
+    "until the job finishes; 0 answers at once.",
+)
+RESULT_FORMAT = OpenApiParameter(
+    "format", OpenApiTypes.STR, enum=["json", "csv", "parquet"], description="Result format."
+)
+ROWS_EXAMPLE = OpenApiExample(
+    "Two iris rows",
+    value={
+        "model": "iris",
+        "inputs": [
+            {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2},
+            {"sepal_length": 6.7, "sepal_width": 3.0, "petal_length": 5.2, "petal_width": 2.3},
+        ],
+        "priority": 5,
+    },
+    request_only=True,
+    media_type="application/json",
+)
+JOB_EXAMPLE = OpenApiExample(
+    "A succeeded job",
+    value={
+        "id": "3f1c9a9e-3c52-4a55-9a4e-0d8a2f1f5b7e",
+        "kind": "single",
+        "status": "succeeded",
+        "model": "iris",
+        "version": "iris:3",
+        "rows_total": 2,
+        "rows_done": 2,
+        "progress": 1.0,
+        "result_url": "http://127.0.0.1:8000/api/v1/jobs/3f1c9a9e-…/result/",
+        "outputs": [{"prediction": 0, "probabilities": {"0": 0.98, "1": 0.02, "2": 0.0}}],
+    },
+    response_only=True,
+)
+RESULT_ROWS = inline_serializer(
+    "ResultRow",
+    {
+        "prediction": drf_serializers.JSONField(help_text="The predicted class or value."),
+        "probabilities": drf_serializers.DictField(
+            child=drf_serializers.FloatField(), required=False, help_text="Per class."
+        ),
+    },
+    many=True,
+)
+
+
 class JobViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
     """Prediction jobs: submit, list, read, wait, cancel, retry, download."""
 
+    queryset = PredictionJob.objects.none()  # for the schema only: get_queryset decides
     parser_classes = [JSONParser, MultiPartParser, FormParser]
     filterset_class = JobFilter
     serializer_class = JobSerializer
@@ -58,6 +118,22 @@ class JobViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
     def get_serializer_class(self) -> type[JobSerializer]:
         return JobSerializer if self.action == "list" else JobDetailSerializer
 
+    @extend_schema(
+        summary="Submit a job: JSON rows (single) or an uploaded CSV/Parquet file (batch)",
+        parameters=[WAIT],
+        request={
+            "application/json": SubmitRowsSerializer,
+            "multipart/form-data": SubmitFileSerializer,
+        },
+        responses={
+            201: JobDetailSerializer,
+            200: OpenApiResponse(
+                JobDetailSerializer, "An earlier job with the same idempotency_key."
+            ),
+            413: OpenApiResponse(description="The body or the file is too large."),
+        },
+        examples=[ROWS_EXAMPLE, JOB_EXAMPLE],
+    )
     def create(self, request: Request) -> Response:
         is_file = request.content_type.startswith("multipart/")
         _check_body_size(request, is_file)
@@ -76,18 +152,30 @@ class JobViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
         answer = status.HTTP_201_CREATED if created else status.HTTP_200_OK
         return Response(self._render(job), status=answer)
 
+    @extend_schema(parameters=[WAIT], responses=JobDetailSerializer, examples=[JOB_EXAMPLE])
     def retrieve(self, request: Request, pk: str | None = None) -> Response:
         job = waiting.wait_until_finished(self.get_object(), _wait_seconds(request))
         return Response(self._render(job))
 
+    @extend_schema(request=None, responses=JobDetailSerializer)
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str | None = None) -> Response:
         return Response(self._render(running.cancel_one(self.get_object())))
 
+    @extend_schema(request=None, responses=JobDetailSerializer)
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk: str | None = None) -> Response:
         return Response(self._render(running.retry_one(self.get_object())))
 
+    @extend_schema(
+        parameters=[RESULT_FORMAT],
+        responses={
+            (200, "application/json"): RESULT_ROWS,
+            (200, "text/csv"): OpenApiTypes.BINARY,
+            (200, "application/vnd.apache.parquet"): OpenApiTypes.BINARY,
+            409: OpenApiResponse(description="The job has not succeeded (result_not_ready)."),
+        },
+    )
     @action(
         detail=True,
         renderer_classes=[
@@ -108,6 +196,7 @@ class JobViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
             return results.parquet_response(job)
         return Response(results.json_rows(job))
 
+    @extend_schema(responses={(200, "text/csv"): OpenApiTypes.BINARY})
     @action(detail=True, url_path="errors", url_name="errors")
     def errors(self, request: Request, pk: str | None = None) -> HttpResponseBase:
         """The rows that could not be scored: row number, id, reason (CSV)."""
