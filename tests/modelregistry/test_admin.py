@@ -1,0 +1,184 @@
+"""The registry admin: lists, the version page, the upload form, stage actions and buttons."""
+
+import io
+from pathlib import Path
+
+import pytest
+from django.contrib.messages import get_messages
+from django.test import Client
+
+from modelregistry.models import ModelVersion, RegisteredModel, Stage
+from tests.base import make_user, staff
+from tests.builders import artifact_bytes, iris_estimator, make_version
+from tests.modelregistry.hostile import hostile_artifacts
+from tests.processes import wait_for
+
+VERSIONS = "/admin/modelregistry/modelversion/"
+MODELS = "/admin/modelregistry/registeredmodel/"
+
+
+@pytest.fixture
+def admin_client(db, private_artifacts) -> Client:
+    client = Client()
+    client.force_login(staff())
+    return client
+
+
+def named_file(data: bytes, name: str = "model.joblib") -> io.BytesIO:
+    upload = io.BytesIO(data)
+    upload.name = name
+    return upload
+
+
+def messages_of(response) -> list[str]:
+    return [str(message) for message in get_messages(response.wsgi_request)]
+
+
+def with_metrics(version: ModelVersion, **metrics: float) -> ModelVersion:
+    ModelVersion.objects.filter(pk=version.pk).update(metrics=metrics)
+    version.refresh_from_db()
+    return version
+
+
+def test_the_models_list_shows_the_production_version_and_counts(admin_client) -> None:
+    make_version("iris", stage=Stage.ARCHIVED)
+    make_version("iris", stage=Stage.PRODUCTION)
+    page = admin_client.get(MODELS).content.decode()
+    assert ">v2</a>" in page
+    assert "registered_model__id__exact=" in page and ">2</a>" in page
+
+
+def test_a_version_page_shows_hash_size_metrics_history_and_all_versions_side_by_side(
+    admin_client,
+) -> None:
+    first = with_metrics(make_version("iris", stage=Stage.NONE), accuracy=0.91, f1=0.9)
+    second = with_metrics(make_version("iris", stage=Stage.NONE), accuracy=0.97, f1=0.96)
+    admin_client.post(f"{VERSIONS}{first.pk}/stage/", {"stage": "production"})
+    admin_client.post(f"{VERSIONS}{second.pk}/stage/", {"stage": "production"})
+    page = admin_client.get(f"{VERSIONS}{first.pk}/change/").content.decode()
+    assert first.sha256 in page
+    assert f"{first.size / 1024:.1f} KiB" in page or f"{first.size} bytes" in page
+    assert "0.9100" in page and "0.9700" in page  # the comparison table has both versions
+    assert page.count("by version</svg>") + page.count('by version">') == 2  # a chart a metric
+    assert "iris:2 (production): accuracy = 0.97" in page
+    assert "replaced by version 2" in page  # the stage history
+    assert '<script src="http' not in page
+
+
+def test_staff_upload_a_version_on_the_add_page(admin_client) -> None:
+    response = admin_client.post(
+        f"{VERSIONS}add/",
+        {
+            "new_model_name": "flowers",
+            "artifact_file": named_file(artifact_bytes(iris_estimator()).read()),
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    version = ModelVersion.objects.get()
+    assert (version.ref, version.stage) == ("flowers:1", Stage.NONE)
+    assert RegisteredModel.objects.get(name="flowers").feature_names == ["x0", "x1", "x2", "x3"]
+    assert response["Location"].endswith(f"/{version.pk}/change/")
+
+
+def test_the_add_page_refuses_a_hostile_artifact_without_running_it(
+    admin_client, tmp_path: Path
+) -> None:
+    marker = tmp_path / "marker"
+    response = admin_client.post(
+        f"{VERSIONS}add/",
+        {
+            "new_model_name": "flowers",
+            "artifact_file": named_file(hostile_artifacts(marker)["os.system"]),
+        },
+    )
+    assert response.status_code == 200
+    assert "not an allowed scikit-learn, NumPy or SciPy type" in response.content.decode()
+    assert not marker.exists()
+    assert not ModelVersion.objects.exists()
+    assert not RegisteredModel.objects.filter(name="flowers").exists()
+
+
+def test_the_add_page_refuses_an_upload_that_does_not_fit_the_schema(admin_client) -> None:
+    make_version("diabetes")
+    iris = RegisteredModel.objects.get(name="diabetes")
+    response = admin_client.post(
+        f"{VERSIONS}add/",
+        {
+            "existing_model": iris.pk,
+            "artifact_file": named_file(artifact_bytes(iris_estimator()).read()),
+        },
+    )
+    assert response.status_code == 200
+    assert (
+        "is a regression model, but the artifact is a classification" in response.content.decode()
+    )
+    assert ModelVersion.objects.count() == 1
+
+
+def test_promote_action_archives_the_previous_production_and_reports(admin_client) -> None:
+    first = make_version("iris", stage=Stage.PRODUCTION)
+    second = make_version("iris", stage=Stage.STAGING)
+    response = admin_client.post(
+        VERSIONS, {"action": "promote_to_production", "_selected_action": [second.pk]}, follow=True
+    )
+    assert "Moved 1 of 1 version(s) to production." in messages_of(response)
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.stage, second.stage) == (Stage.ARCHIVED, Stage.PRODUCTION)
+
+
+def test_demote_archive_and_rollback_actions(admin_client) -> None:
+    first = make_version("iris", stage=Stage.NONE)
+    second = make_version("iris", stage=Stage.NONE)
+    for version in (first, second):
+        admin_client.post(f"{VERSIONS}{version.pk}/stage/", {"stage": "production"})
+    response = admin_client.post(
+        MODELS,
+        {"action": "rollback_selected", "_selected_action": [first.registered_model_id]},
+        follow=True,
+    )
+    assert "Rolled back 1 model(s): iris:1." in messages_of(response)
+    admin_client.post(VERSIONS, {"action": "demote", "_selected_action": [first.pk]})
+    admin_client.post(VERSIONS, {"action": "archive", "_selected_action": [second.pk]})
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.stage, second.stage) == (Stage.NONE, Stage.ARCHIVED)
+
+
+def test_a_stage_button_reports_a_refusal_as_a_message(admin_client) -> None:
+    version = make_version("iris", stage=Stage.STAGING)
+    ModelVersion.objects.filter(pk=version.pk).update(is_usable=False, unusable_reason="bad hash")
+    response = admin_client.post(
+        f"{VERSIONS}{version.pk}/stage/", {"stage": "production"}, follow=True
+    )
+    assert any("is unusable (bad hash)" in message for message in messages_of(response))
+    version.refresh_from_db()
+    assert version.stage == Stage.STAGING
+
+
+@pytest.mark.django_db
+def test_staff_without_the_change_permission_cannot_press_stage_buttons(private_artifacts) -> None:
+    version = make_version("iris", stage=Stage.STAGING)
+    client = Client()
+    client.force_login(make_user("viewer", staff=True))
+    client.post(f"{VERSIONS}{version.pk}/stage/", {"stage": "production"})
+    version.refresh_from_db()
+    assert version.stage == Stage.STAGING
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_verify_action_has_a_worker_mark_a_corrupted_version_unusable(live_worker) -> None:
+    version = make_version("iris", stage=Stage.STAGING)
+    path = Path(version.artifact.path)
+    path.write_bytes(path.read_bytes()[:-1] + b"\x00")
+    client = Client()
+    client.force_login(staff())
+    response = client.post(
+        VERSIONS, {"action": "verify_in_worker", "_selected_action": [version.pk]}, follow=True
+    )
+    assert any("Sent 1 version(s) to a worker" in m for m in messages_of(response))
+
+    def marked_unusable() -> bool:
+        return not ModelVersion.objects.get(pk=version.pk).is_usable
+
+    wait_for(marked_unusable, 30, "the worker's verdict")
