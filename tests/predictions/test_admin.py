@@ -1,0 +1,97 @@
+"""The jobs admin: staff submit from the add page; list, job page and actions work."""
+
+import io
+import json
+
+import pytest
+from django.test import Client
+
+from predictions.models import Kind, PredictionJob, Status
+from tests.base import make_user
+from tests.builders import IRIS_FEATURES, iris_rows, make_version
+
+pytestmark = pytest.mark.django_db
+ADD_URL = "/admin/predictions/predictionjob/add/"
+LIST_URL = "/admin/predictions/predictionjob/"
+
+
+@pytest.fixture
+def admin_client() -> Client:
+    make_version()
+    client = Client()
+    client.force_login(make_user("root", staff=True, is_superuser=True))
+    return client
+
+
+def test_staff_submit_json_rows_from_the_add_page(admin_client, django_capture_on_commit_callbacks):
+    rows = iris_rows(3)
+    with django_capture_on_commit_callbacks() as sent:
+        answer = admin_client.post(
+            ADD_URL, {"model_ref": "iris", "rows": json.dumps(rows), "priority": 5}
+        )
+    assert answer.status_code == 302, answer.content.decode()[:2000]
+    job = PredictionJob.objects.get()
+    assert (job.kind, job.status, job.rows_total, job.owner.username) == (
+        "single",
+        "queued",
+        3,
+        "root",
+    )
+    assert len(sent) == 1  # its message goes out once the row is committed
+
+
+def test_staff_submit_a_csv_from_the_add_page(admin_client) -> None:
+    upload = io.BytesIO((",".join(IRIS_FEATURES) + "\n1,2,3,4\n").encode())
+    upload.name = "rows.csv"
+    answer = admin_client.post(ADD_URL, {"model_ref": "iris", "upload": upload, "priority": 3})
+    assert answer.status_code == 302
+    job = PredictionJob.objects.get()
+    assert (job.kind, job.input_format, job.priority) == (Kind.BATCH, "csv", 3)
+
+
+@pytest.mark.parametrize(
+    ("form", "message"),
+    [
+        ({"model_ref": "iris", "rows": "[{]"}, "not JSON"),
+        ({"model_ref": "nope", "rows": "[]"}, "no model named"),
+        ({"model_ref": "iris", "rows": '[{"sepal_length": 1}]'}, "is missing"),
+        ({"model_ref": "iris"}, "Paste JSON rows or upload a file"),
+    ],
+)
+def test_a_bad_add_form_shows_the_error_and_creates_nothing(admin_client, form, message) -> None:
+    answer = admin_client.post(ADD_URL, {**form, "priority": 5})
+    assert answer.status_code == 200
+    assert message in answer.content.decode()
+    assert not PredictionJob.objects.exists()
+
+
+def test_the_list_and_job_page_show_progress_and_the_error(admin_client) -> None:
+    admin_client.post(
+        ADD_URL, {"model_ref": "iris", "rows": json.dumps(iris_rows(2)), "priority": 5}
+    )
+    job = PredictionJob.objects.get()
+    PredictionJob.objects.filter(pk=job.pk).update(
+        status=Status.FAILED, error_code="scoring_failed", error_message="boom", rows_done=1
+    )
+    listing = admin_client.get(LIST_URL).content.decode()
+    assert "<progress" in listing and "iris@1" in listing
+    page = admin_client.get(f"{LIST_URL}{job.pk}/change/").content.decode()
+    assert "scoring_failed" in page and "boom" in page and "sepal_length" in page
+
+
+def test_the_cancel_and_retry_actions_use_the_domain_functions(admin_client) -> None:
+    for _ in range(2):
+        admin_client.post(
+            ADD_URL, {"model_ref": "iris", "rows": json.dumps(iris_rows(1)), "priority": 5}
+        )
+    ids = [str(pk) for pk in PredictionJob.objects.values_list("pk", flat=True)]
+    answer = admin_client.post(
+        LIST_URL, {"action": "cancel_selected", "_selected_action": ids}, follow=True
+    )
+    assert "Cancelled 2 of 2 job(s)." in answer.content.decode()
+    assert set(PredictionJob.objects.values_list("status", flat=True)) == {Status.CANCELLED}
+    answer = admin_client.post(
+        LIST_URL, {"action": "retry_selected", "_selected_action": ids}, follow=True
+    )
+    assert "Queued 2 of 2 job(s) again." in answer.content.decode()
+    assert set(PredictionJob.objects.values_list("status", flat=True)) == {Status.QUEUED}

@@ -1,0 +1,110 @@
+"""Batch jobs as plain functions: plan chunks, score them, cancel between them, merge once."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import override_settings
+
+from predictions import batchfiles, batching, running, submission
+from predictions.models import BatchChunk, ChunkStatus, PredictionJob, Status
+from tests.base import make_user
+from tests.builders import IRIS_FEATURES, in_process_predictions, iris_rows, make_version
+
+pytestmark = pytest.mark.django_db
+
+
+def submit_csv(text: str, id_column: str = "") -> PredictionJob:
+    upload = SimpleUploadedFile("rows.csv", text.encode())
+    job, _ = submission.submit_file(
+        make_user(), "iris", upload, size=upload.size, id_column=id_column
+    )
+    return job
+
+
+def iris_csv(count: int) -> str:
+    return pd.DataFrame(iris_rows(count)).to_csv(index=False)
+
+
+def chunk_ids(job: PredictionJob) -> list[int]:
+    return list(BatchChunk.objects.filter(job=job).values_list("pk", flat=True))
+
+
+@override_settings(BATCH_CHUNK_ROWS=10)
+def test_a_batch_is_planned_in_row_ranges_and_merged_once_by_the_last_chunk() -> None:
+    version = make_version()
+    job = submit_csv(iris_csv(35))
+    batching.start(job.pk, "t")
+    ranges = list(BatchChunk.objects.filter(job=job).values_list("start_row", "stop_row"))
+    assert ranges == [(0, 10), (10, 20), (20, 30), (30, 35)]
+
+    for chunk_id in reversed(chunk_ids(job)):
+        batching.score_chunk(chunk_id)
+        assert batching.score_chunk(chunk_id)["skipped"]  # the same message again: no-op
+
+    job.refresh_from_db()
+    assert (job.status, job.rows_done, job.rows_failed) == (Status.SUCCEEDED, 35, 0)
+    result = pd.read_csv(job.result_file.path)
+    assert result["prediction"].tolist() == in_process_predictions(version, iris_rows(35)).tolist()
+    assert not batching.work_dir(job.pk).exists()
+
+
+@override_settings(BATCH_CHUNK_ROWS=10)
+def test_cancel_is_honoured_before_each_chunk_starts() -> None:
+    make_version()
+    job = submit_csv(iris_csv(40))
+    batching.start(job.pk, "t")
+    first, second, *rest = chunk_ids(job)
+    batching.score_chunk(first)
+    batching.score_chunk(second)
+
+    running.cancel(PredictionJob.objects.filter(pk=job.pk))
+    for chunk_id in rest:
+        batching.score_chunk(chunk_id)
+
+    job.refresh_from_db()
+    assert (job.status, job.rows_done) == (Status.CANCELLED, 20)
+    assert not job.result_file
+    assert BatchChunk.objects.filter(job=job, status=ChunkStatus.PENDING).count() == 2
+
+
+@override_settings(BATCH_CHUNK_ROWS=2)
+def test_unreadable_rows_and_lines_are_counted_and_reported_with_their_reason() -> None:
+    make_version()
+    header = "key," + ",".join(IRIS_FEATURES)
+    text = f"\ufeff{header}\na,1,2,3,4\n@b,1,inf,3,4\nc,1,2\nd,1,2,3,4\n"
+    job = submit_csv(text, id_column="key")
+    batching.start(job.pk, "t")
+    for chunk_id in chunk_ids(job):
+        batching.score_chunk(chunk_id)
+
+    job.refresh_from_db()
+    assert (job.status, job.rows_total, job.rows_failed) == (Status.SUCCEEDED, 3, 2)
+    errors = pd.read_csv(job.error_file.path, dtype=str, keep_default_na=False)
+    assert errors.columns.tolist() == ["row", "key", "error"]
+    assert errors.iloc[0].tolist() == ["2", "'@b", "sepal_width must be a finite number"]
+    assert errors.iloc[1]["error"].startswith("unreadable line: expected 5 columns, got 3")
+    assert pd.read_csv(job.result_file.path)["key"].tolist() == ["a", "d"]
+
+
+def test_a_file_over_the_row_cap_fails_with_too_many_rows() -> None:
+    make_version()
+    job = submit_csv(iris_csv(30))
+    with override_settings(MAX_FILE_ROWS=20):
+        batching.start(job.pk, "t")
+    job.refresh_from_db()
+    assert (job.status, job.error_code) == (Status.FAILED, "too_many_rows")
+
+
+@pytest.mark.parametrize(
+    ("text", "escaped"),
+    [("=1+2", "'=1+2"), ("+1", "'+1"), ("-x", "'-x"), ("@a", "'@a"), ("\tx", "'\tx"), ("ok", "ok")],
+)
+def test_text_cells_that_a_spreadsheet_would_run_are_escaped(text, escaped) -> None:
+    assert batchfiles.escape_formula(text) == escaped
+
+
+def test_string_labels_are_escaped_in_part_files(tmp_path) -> None:
+    part = tmp_path / "part.csv"
+    batchfiles.write_part(part, None, np.array(["=cmd", "ok"]), None, ["prediction"])
+    assert pd.read_csv(part, header=None)[0].tolist() == ["'=cmd", "ok"]

@@ -1,0 +1,124 @@
+"""Claiming and scoring small jobs, cancel and retry, as plain functions (no worker)."""
+
+from datetime import timedelta
+from uuid import uuid4
+
+import numpy as np
+import pytest
+from django.utils import timezone
+from sklearn.datasets import load_iris
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+
+from modelregistry import loader
+from predictions import running, submission
+from predictions.models import PredictionJob, Status
+from tests.base import make_user
+from tests.builders import in_process_predictions, iris_rows, make_version
+
+pytestmark = pytest.mark.django_db
+
+
+def submit(rows: int = 1, ref: str = "iris", offset: int = 0) -> PredictionJob:
+    job, _ = submission.submit_rows(make_user(f"u{uuid4().hex[:8]}"), ref, iris_rows(rows, offset))
+    return job
+
+
+def test_only_the_first_claim_wins() -> None:
+    make_version()
+    job = submit()
+    assert running.claim(job.pk, "task-a") is not None
+    assert running.claim(job.pk, "task-b") is None
+    job.refresh_from_db()
+    assert (job.status, job.task_id, job.attempts) == (Status.RUNNING, "task-a", 1)
+    assert job.lease_expires_at > timezone.now()
+
+
+def test_a_micro_batch_claims_only_queued_jobs_once_each() -> None:
+    make_version()
+    jobs = [submit() for _ in range(3)]
+    running.cancel(PredictionJob.objects.filter(pk=jobs[2].pk))
+    requests = [(str(job.pk), f"t{i}") for i, job in enumerate(jobs)] + [(str(jobs[0].pk), "t0")]
+
+    claimed = running.claim_many(requests)
+
+    assert sorted(str(job.pk) for job in claimed) == sorted(str(job.pk) for job in jobs[:2])
+    assert running.claim_many(requests) == []  # the same messages again: nothing to do
+
+
+def test_scoring_a_micro_batch_gives_each_job_the_models_own_predictions() -> None:
+    first, second = make_version(), make_version("iris-b")
+    jobs = [submit(3, "iris", 0), submit(2, "iris-b", 50), submit(1, "iris", 100)]
+    claimed = running.claim_many([(str(job.pk), str(uuid4())) for job in jobs])
+    for job in claimed:
+        job.task_id = PredictionJob.objects.get(pk=job.pk).task_id
+
+    running.score_jobs(claimed)
+
+    for job, version, rows in [
+        (jobs[0], first, iris_rows(3, 0)),
+        (jobs[1], second, iris_rows(2, 50)),
+        (jobs[2], first, iris_rows(1, 100)),
+    ]:
+        job.refresh_from_db()
+        assert job.status == Status.SUCCEEDED
+        predictions = [row["prediction"] for row in job.outputs]
+        assert predictions == in_process_predictions(version, rows).tolist()
+
+
+def test_a_job_cancelled_while_scored_stays_cancelled() -> None:
+    make_version()
+    job = submit()
+    claimed = running.claim_many([(str(job.pk), "t")])
+    running.cancel(PredictionJob.objects.filter(pk=job.pk))
+    running.score_jobs(claimed)
+    job.refresh_from_db()
+    assert job.status == Status.CANCELLED
+    assert job.outputs is None
+
+
+def test_an_artifact_that_no_longer_matches_fails_its_jobs_with_artifact_mismatch() -> None:
+    version = make_version()
+    job = submit()
+    with open(version.artifact.path, "ab") as artifact:
+        artifact.write(b"tampered")
+    loader.clear_cache()
+    running.score_jobs(running.claim_many([(str(job.pk), "t")]))
+    job.refresh_from_db()
+    assert (job.status, job.error_code) == (Status.FAILED, "artifact_mismatch")
+
+
+@pytest.mark.parametrize(
+    "estimator",
+    [RandomForestClassifier(n_estimators=10, random_state=0), HistGradientBoostingClassifier()],
+)
+def test_labels_derived_from_probabilities_equal_the_models_predict(estimator) -> None:
+    data = load_iris()
+    estimator.fit(data.data, data.target)
+    version = make_version(estimator=estimator)
+    job = submit(150)
+    running.score_jobs(running.claim_many([(str(job.pk), "t")]))
+    job.refresh_from_db()
+    predictions = np.array([row["prediction"] for row in job.outputs])
+    assert (predictions == in_process_predictions(version, iris_rows(150))).all()
+
+
+def test_retry_resets_a_failed_job_for_a_new_attempt() -> None:
+    make_version()
+    job = submit()
+    running.claim(job.pk, "t1")
+    running.fail(job.pk, "scoring_failed", "boom")
+    assert running.retry(PredictionJob.objects.filter(pk=job.pk)) == 1
+    job.refresh_from_db()
+    assert (job.status, job.error_code, job.attempts) == (Status.QUEUED, "", 0)
+    assert job.task_id != "t1"
+    assert running.retry(PredictionJob.objects.filter(pk=job.pk)) == 0
+
+
+def test_a_lease_is_renewed_only_while_running() -> None:
+    make_version()
+    job = submit()
+    assert not running.renew_lease(job.pk)
+    running.claim(job.pk, "t", now=timezone.now() - timedelta(hours=1))
+    assert running.renew_lease(job.pk)
+    job.refresh_from_db()
+    assert job.lease_expires_at > timezone.now()
