@@ -7,7 +7,7 @@ from typing import IO, Any
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files import File
 from django.db import IntegrityError, transaction
-from django.db.models import Max
+from django.db.models import Max, Q
 
 from mlsite.errors import BadInput, Conflict, NotFound
 
@@ -259,9 +259,14 @@ def previous_production(model: RegisteredModel) -> ModelVersion | None:
     (3 → 2 → 1) instead of swapping between two versions.
     """
     current = model.versions.filter(stage=Stage.PRODUCTION).first()
-    was_in_production = model.versions.filter(
-        is_usable=True, stage_changes__to_stage=Stage.PRODUCTION
-    ).exclude(stage=Stage.PRODUCTION)
+    entered_or_left = Q(stage_changes__to_stage=Stage.PRODUCTION) | Q(
+        stage_changes__from_stage=Stage.PRODUCTION
+    )
+    was_in_production = (
+        model.versions.filter(entered_or_left, is_usable=True)
+        .exclude(stage=Stage.PRODUCTION)
+        .distinct()
+    )
     if current is not None:
         was_in_production = was_in_production.filter(number__lt=current.number)
     return was_in_production.select_related("registered_model").order_by("-number").first()
