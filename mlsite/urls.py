@@ -5,10 +5,17 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.authtoken.views import obtain_auth_token
 
+from .admin_views import dashboard_view, job_progress_view
 from .health import healthz
 from .metrics import metrics_view
 
 urlpatterns = [
+    path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="admin-dashboard"),
+    path(
+        "admin/dashboard/progress.json",
+        admin.site.admin_view(job_progress_view),
+        name="admin-job-progress",
+    ),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics_view, name="metrics"),

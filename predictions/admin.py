@@ -195,11 +195,16 @@ class PredictionJobAdmin(admin.ModelAdmin):
     @admin.display(description="progress")
     def progress_bar(self, job: PredictionJob) -> SafeString:
         percent = round(job.progress * 100)
+        # data-job and data-status let the page's script refresh the bar (mlsite/progress.js).
         return format_html(
-            '<progress value="{}" max="100" title="{} of {} rows"></progress> {}%',
+            '<progress value="{}" max="100" title="{} of {} rows" data-job="{}" '
+            'data-status="{}"></progress> <span data-job-percent="{}">{}%</span>',
             percent,
             job.rows_done,
             job.rows_total,
+            job.pk,
+            job.status,
+            job.pk,
             percent,
         )
 
