@@ -7,7 +7,7 @@ bash scripts/setup.sh
 export DEBUG=${DEBUG:-1}
 export SECURE_COOKIES=${SECURE_COOKIES:-0}
 export WEB_PORT=${WEB_PORT:-8000}
-processes="web worker beat"
+processes="web predict worker beat"
 if [ -z "${REDIS_URL:-}" ]; then
   export EMBEDDED_REDIS_PORT=${EMBEDDED_REDIS_PORT:-6390}
   export REDIS_URL="redis://127.0.0.1:${EMBEDDED_REDIS_PORT}/0"
