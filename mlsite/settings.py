@@ -190,6 +190,10 @@ REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6390/0")
 if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
     raise ImproperlyConfigured(f"REDIS_URL must be a redis:// URL, got {REDIS_URL!r}")
 REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 2.0)
+# After a failed send, the API skips the broker this long (the job stays queued and the
+# reconciler sends it), so a Redis outage costs one timeout, not one per request.
+BROKER_RETRY_AFTER = env_float("BROKER_RETRY_AFTER", 5.0)
+MAX_JSON_DEPTH = env_int("MAX_JSON_DEPTH", 32)  # deeper request bodies are refused (400)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -203,6 +207,11 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"user": env_str("API_THROTTLE_RATE", "100000/hour")},
     "EXCEPTION_HANDLER": "mlsite.api.api_exception_handler",
+    "DEFAULT_PARSER_CLASSES": [
+        "mlsite.parsers.StrictJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 SPECTACULAR_SETTINGS = {
@@ -256,6 +265,14 @@ CELERY_BROKER_URL = REDIS_URL
 CELERY_BROKER_TRANSPORT_OPTIONS = _redis_transport
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_TIMEOUT = REDIS_SOCKET_TIMEOUT
+# One quick retry when publishing: with Redis down the API answers within ~2 socket timeouts
+# (Celery's default, 3 retries, holds a request for 8 s against a Redis that hangs).
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.1,
+    "interval_max": 0.1,
+}
 CELERY_RESULT_BACKEND = "django-db"
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = _redis_transport
 CELERY_RESULT_EXTENDED = True

@@ -97,11 +97,18 @@ def score_jobs(jobs: Sequence[PredictionJob], *, now: datetime | None = None) ->
         job.finished_at = finished_at
         job.lease_expires_at = None
     fields = ["status", "outputs", "rows_done", "error_code", "error_message", "finished_at"]
-    # Only rows still running are written: a job cancelled meanwhile stays cancelled.
-    PredictionJob.objects.filter(status=Status.RUNNING).bulk_update(
-        jobs, [*fields, "lease_expires_at"]
+    # Only rows still running this attempt are written: a job cancelled meanwhile stays
+    # cancelled, and one the reconciler gave to another worker (a new task id) is theirs.
+    ours = PredictionJob.objects.filter(
+        status=Status.RUNNING, task_id__in=[job.task_id for job in jobs]
     )
-    finished = [str(job.pk) for job in jobs]
+    ours.bulk_update(jobs, [*fields, "lease_expires_at"])
+    # As in claim_many, our rows are told apart by the exact time we wrote on them.
+    written = PredictionJob.objects.filter(
+        pk__in=[job.pk for job in jobs], finished_at=finished_at
+    ).values_list("pk", "task_id")
+    task_of = {str(job.pk): job.task_id for job in jobs}
+    finished = [str(pk) for pk, task_id in written if task_of[str(pk)] == task_id]
     waiting.announce_finished(finished)
     return finished
 

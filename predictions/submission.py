@@ -10,7 +10,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from mlsite.celery import app
+from mlsite import sending
 from modelregistry import versions
 from modelregistry.models import ModelVersion
 
@@ -125,11 +125,11 @@ def send(job_id: UUID, kind: str, task_id: str, priority: int = 5) -> bool:
     Redis pops priority 0 first, so our 9 (highest) becomes its 0.
     """
     try:
-        app.send_task(
+        sending.publish(
             TASK_FOR_KIND[kind], args=[str(job_id)], task_id=task_id, priority=9 - priority
         )
-    except Exception:  # kombu raises several kinds when Redis is down
-        logger.warning("job %s not sent (broker unavailable); the reconciler will", job_id)
+    except sending.BrokerUnavailable as exc:
+        logger.warning("job %s not sent (%s); the reconciler will send it", job_id, exc)
         return False
     return True
 

@@ -4,17 +4,28 @@ import logging
 from typing import Any
 
 from celery import shared_task
-from celery_batches import Batches, SimpleRequest
+from celery_batches import SimpleRequest
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, OperationalError
 
 from . import batching, reconcile, running, taskresults
+from .microbatches import RecoverableBatches
+
+# A database that is briefly away (restart, failover, a locked SQLite) is retried with
+# backoff: 1, 2, 4 … 60 s. Every task claims before it works, so a retry is harmless.
+DB_RETRY = {
+    "autoretry_for": (OperationalError,),
+    "retry_backoff": True,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+    "max_retries": 8,
+}
 
 logger = logging.getLogger(__name__)
 
 
 @shared_task(
-    base=Batches,
+    base=RecoverableBatches,
     flush_every=settings.PREDICT_FLUSH_EVERY,
     flush_interval=settings.PREDICT_FLUSH_INTERVAL,
 )
@@ -28,16 +39,16 @@ def score_single_jobs(requests: list[SimpleRequest]) -> int:
     jobs = running.claim_many([(str(request.args[0]), request.id) for request in requests])
     if not jobs:
         return 0
-    running.score_jobs(jobs)
+    written = set(running.score_jobs(jobs))
     taskresults.record_done(
-        [(job.task_id, running.summary(job)) for job in jobs],
+        [(job.task_id, running.summary(job)) for job in jobs if str(job.pk) in written],
         task_name=score_single_jobs.name,
         worker=requests[0].hostname,
     )
-    return len(jobs)
+    return len(written)
 
 
-@shared_task(acks_late=True)
+@shared_task(acks_late=True, **DB_RETRY)
 def run_batch_job(job_id: str) -> dict[str, Any]:
     """Claim a batch job, plan its chunks and send one score_batch_chunk per chunk."""
     try:
@@ -50,7 +61,7 @@ def run_batch_job(job_id: str) -> dict[str, Any]:
         return {"job": job_id, "error_code": "internal_error"}
 
 
-@shared_task(acks_late=True)
+@shared_task(acks_late=True, **DB_RETRY)
 def score_batch_chunk(chunk_id: int) -> dict[str, Any]:
     """Score one chunk of a batch job; the last chunk to finish merges the result."""
     try:

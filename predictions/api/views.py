@@ -18,13 +18,14 @@ from rest_framework import serializers as drf_serializers
 from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.mixins import ListModelMixin, RetrieveModelMixin
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.viewsets import GenericViewSet
 
 from mlsite.errors import BadInput, TooLarge
+from mlsite.parsers import StrictJSONParser
 
 from .. import running, submission, waiting
 from ..models import PredictionJob, Status
@@ -106,7 +107,7 @@ class JobViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
     """Prediction jobs: submit, list, read, wait, cancel, retry, download."""
 
     queryset = PredictionJob.objects.none()  # for the schema only: get_queryset decides
-    parser_classes = [JSONParser, MultiPartParser, FormParser]
+    parser_classes = [StrictJSONParser, MultiPartParser, FormParser]
     filterset_class = JobFilter
     serializer_class = JobSerializer
 

@@ -1,0 +1,83 @@
+"""A JSON parser that answers every malformed body with a 400, never a 500."""
+
+import json
+import math
+from typing import IO, Any
+
+from django.conf import settings
+from rest_framework.exceptions import ParseError
+from rest_framework.parsers import JSONParser
+
+
+class BadJSON(ParseError):
+    default_code = "bad_json"
+
+
+class StrictJSONParser(JSONParser):
+    """DRF's JSON parser, stricter: no NaN or Infinity, no number that overflows a float,
+    no nesting deeper than MAX_JSON_DEPTH.
+
+    DRF's own parser already refuses the NaN and Infinity literals, but lets 1e999 through as
+    infinity and turns a body nested a few thousand levels deep into a RecursionError (500);
+    here the decoder's RecursionError is a 400, and what it could parse is walked for depth.
+    """
+
+    def parse(
+        self, stream: IO[bytes], media_type: str | None = None, parser_context: Any = None
+    ) -> Any:
+        encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
+        try:
+            text = stream.read().decode(encoding)
+        except UnicodeDecodeError:
+            raise BadJSON(f"JSON parse error - the body is not {encoding} text") from None
+        try:
+            data = json.loads(
+                text,
+                parse_constant=_refuse_constant,
+                parse_float=_finite_float,
+                parse_int=_float_sized_int,
+            )
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+            raise BadJSON(f"JSON parse error - {exc}") from None
+        check_depth(data, settings.MAX_JSON_DEPTH)
+        return data
+
+
+def check_depth(data: Any, limit: int) -> None:
+    """Raise BadJSON when lists and objects nest deeper than `limit` (walked without recursion)."""
+    if not isinstance(data, dict | list):
+        return
+    pending = [(data, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if depth > limit:
+            raise BadJSON(f"JSON parse error - nested deeper than {limit} levels")
+        children = value.values() if isinstance(value, dict) else value
+        pending.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON; send a finite number")
+
+
+def _finite_float(literal: str) -> float:
+    number = float(literal)
+    if not math.isfinite(number):
+        raise ValueError(f"{literal[:40]} is too large for a number")
+    return number
+
+
+def _float_sized_int(literal: str) -> int:
+    # Features become floats: an integer past float range would overflow while scoring.
+    # Python also refuses integers of more than 4300 digits (a ValueError, so a 400).
+    number = int(literal)
+    if len(literal) > 308 and not math.isfinite(_as_float(number)):
+        raise ValueError(f"{literal[:40]}… is too large for a number")
+    return number
+
+
+def _as_float(number: int) -> float:
+    try:
+        return float(number)
+    except OverflowError:
+        return math.inf

@@ -1,0 +1,54 @@
+"""Sending task messages without letting a Redis outage hold up the process that sends them."""
+
+import logging
+import threading
+import time
+from typing import Any
+
+from django.conf import settings
+
+from .celery import app
+
+logger = logging.getLogger(__name__)
+
+
+class BrokerUnavailable(Exception):
+    """The message was not sent: the broker failed just now, or failed a moment ago."""
+
+
+class _Breaker:
+    """Open for BROKER_RETRY_AFTER seconds after a failed send: sends fail at once meanwhile.
+
+    Per process. The caller's row is the source of truth and the reconciler re-sends what
+    was not sent, so skipping a send only delays it; waiting for a socket timeout on every
+    request while Redis is down would tie up every web thread.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open_until = 0.0
+
+    def check(self) -> None:
+        if time.monotonic() < self._open_until:
+            raise BrokerUnavailable("broker unavailable a moment ago; not trying again yet")
+
+    def trip(self) -> None:
+        with self._lock:
+            self._open_until = time.monotonic() + settings.BROKER_RETRY_AFTER
+
+    def reset(self) -> None:
+        with self._lock:
+            self._open_until = 0.0
+
+
+breaker = _Breaker()
+
+
+def publish(name: str, *, args: list[Any], task_id: str | None = None, priority: int = 0) -> None:
+    """Send one task message; raises BrokerUnavailable instead of kombu's many errors."""
+    breaker.check()
+    try:
+        app.send_task(name, args=args, task_id=task_id, priority=priority)
+    except Exception as exc:  # kombu and redis-py raise several kinds when Redis is down
+        breaker.trip()
+        raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
