@@ -1,0 +1,348 @@
+"""Admin screens for training: datasets, specs (retrain now, schedule, chart) and runs."""
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from mlsite.errors import DomainError
+
+from . import scheduling, training, training_runs
+from .models import Dataset, RunStatus, RunTrigger, TrainingRun, TrainingSpec
+from .training_charts import metric_chart
+
+CHART_RUNS = 30
+STATUS_COLOURS = {
+    RunStatus.QUEUED: "#777",
+    RunStatus.RUNNING: "#1a6fb0",
+    RunStatus.SUCCEEDED: "#2e7d32",
+    RunStatus.FAILED: "#c62828",
+}
+
+
+def _field_error(form: forms.ModelForm, exc: DomainError) -> None:
+    form.add_error(exc.field if exc.field in form.fields else None, str(exc))
+
+
+# --- datasets --------------------------------------------------------------------------
+
+
+class DatasetForm(forms.ModelForm):
+    class Meta:
+        model = Dataset
+        fields = ["name", "description", "builtin", "file", "target_column"]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        builtin, upload = data.get("builtin"), data.get("file")
+        if bool(builtin) == bool(upload):
+            raise forms.ValidationError("Choose a built-in dataset or upload a file, not both.")
+        if upload and hasattr(upload, "read"):
+            try:
+                training.check_dataset_file(upload, upload.name, data.get("target_column", ""))
+            except training.BadDataset as exc:
+                _field_error(self, exc)
+        return data
+
+
+@admin.register(Dataset)
+class DatasetAdmin(admin.ModelAdmin):
+    form = DatasetForm
+    list_display = ["name", "source", "target_column", "created_at"]
+    list_filter = ["builtin"]
+    search_fields = ["name", "description"]
+    fieldsets = [
+        (None, {"fields": ["name", "description"]}),
+        (
+            "Data",
+            {
+                "fields": ["builtin", "file", "target_column"],
+                "description": "Either a dataset that ships with scikit-learn (works offline), "
+                "or a CSV/Parquet file whose target column you name.",
+            },
+        ),
+    ]
+
+    @admin.display(description="source")
+    def source(self, dataset: Dataset) -> str:
+        return (
+            f"built-in: {dataset.get_builtin_display()}" if dataset.builtin else dataset.file.name
+        )
+
+
+# --- specs -----------------------------------------------------------------------------
+
+
+class TrainingSpecForm(forms.ModelForm):
+    class Meta:
+        model = TrainingSpec
+        fields = [
+            "name",
+            "registered_model",
+            "dataset",
+            "estimator",
+            "params",
+            "holdout_share",
+            "seed",
+            "primary_metric",
+            "promotion_policy",
+            "timezone",
+        ]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        try:
+            scheduling.zone_of(data.get("timezone") or "")
+            if (
+                data.get("registered_model")
+                and data.get("estimator")
+                and data.get("primary_metric")
+            ):
+                training.check_spec(TrainingSpec(**data))
+        except DomainError as exc:
+            _field_error(self, exc)
+        return data
+
+
+@admin.register(TrainingSpec)
+class TrainingSpecAdmin(admin.ModelAdmin):
+    form = TrainingSpecForm
+    change_form_template = "admin/modelregistry/trainingspec/change_form.html"
+    list_display = [
+        "name",
+        "registered_model",
+        "dataset",
+        "estimator",
+        "primary_metric",
+        "promotion_policy",
+        "schedule",
+        "last_run",
+    ]
+    list_filter = ["estimator", "promotion_policy", "primary_metric", "registered_model"]
+    search_fields = ["name", "registered_model__name", "dataset__name"]
+    list_select_related = [
+        "registered_model",
+        "dataset",
+        "periodic_task__crontab",
+        "periodic_task__interval",
+    ]
+    readonly_fields = ["schedule", "next_runs", "metric_history", "recent_runs"]
+    actions = ["retrain_selected"]
+    fieldsets = [
+        ("What to train", {"fields": ["name", "registered_model", "dataset"]}),
+        (
+            "Estimator",
+            {
+                "fields": ["estimator", "params"],
+                "description": "Params are checked against the estimator: unknown names or "
+                "out-of-range values are refused here, before any run.",
+            },
+        ),
+        (
+            "Evaluation and promotion",
+            {"fields": ["holdout_share", "seed", "primary_metric", "promotion_policy"]},
+        ),
+        ("Schedule", {"fields": ["timezone", "schedule", "next_runs"]}),
+        ("History", {"fields": ["metric_history", "recent_runs"]}),
+    ]
+
+    def get_urls(self) -> list[URLPattern]:
+        own = [
+            path(
+                "<int:spec_id>/retrain/",
+                self.admin_site.admin_view(self.retrain_view),
+                name="modelregistry_trainingspec_retrain",
+            ),
+            path(
+                "<int:spec_id>/schedule/",
+                self.admin_site.admin_view(self.schedule_view),
+                name="modelregistry_trainingspec_schedule",
+            ),
+        ]
+        return own + super().get_urls()
+
+    @admin.display(description="schedule")
+    def schedule(self, spec: TrainingSpec) -> SafeString | str:
+        if spec.periodic_task is None:
+            return "not scheduled: use “Schedule…”"
+        url = reverse("admin:django_celery_beat_periodictask_change", args=[spec.periodic_task.pk])
+        return format_html('<a href="{}">{}</a>', url, scheduling.describe(spec.periodic_task))
+
+    @admin.display(description="next planned runs")
+    def next_runs(self, spec: TrainingSpec) -> SafeString | str:
+        times = scheduling.next_run_times(spec) if spec.pk else []
+        if not times:
+            return "none planned"
+        return format_html_join(
+            "", "<div>{}</div>", ((at.strftime("%a %Y-%m-%d %H:%M %Z"),) for at in times)
+        )
+
+    @admin.display(description="last run")
+    def last_run(self, spec: TrainingSpec) -> SafeString | str:
+        run = spec.runs.first()
+        if run is None:
+            return "–"
+        value = run.metrics.get(spec.primary_metric)
+        shown = f" {value:.4f}" if isinstance(value, int | float) else ""
+        return format_html("{}{}{}", _status(run), shown, " ↑ promoted" if run.promoted else "")
+
+    @admin.display(description="primary metric over runs")
+    def metric_history(self, spec: TrainingSpec) -> SafeString | str:
+        if not spec.pk:
+            return "–"
+        finished = spec.runs.filter(status=RunStatus.SUCCEEDED).order_by("-created_at")
+        return metric_chart(list(reversed(finished[:CHART_RUNS])), spec.primary_metric)
+
+    @admin.display(description="recent runs")
+    def recent_runs(self, spec: TrainingSpec) -> SafeString | str:
+        runs = spec.runs.select_related("version__registered_model")[:10] if spec.pk else []
+        rows = [
+            (
+                reverse("admin:modelregistry_trainingrun_change", args=[run.pk]),
+                run.pk,
+                run.get_status_display(),
+                run.created_at.strftime("%Y-%m-%d %H:%M"),
+                run.version.ref if run.version else "–",
+                "promoted" if run.promoted else "",
+                run.promotion_reason or run.error,
+            )
+            for run in runs
+        ]
+        if not rows:
+            return "no runs yet"
+        body = format_html_join(
+            "",
+            '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td>'
+            "<td>{}</td><td>{}</td></tr>",
+            rows,
+        )
+        return format_html("<table>{}</table>", body)
+
+    @admin.action(description="Retrain now")
+    def retrain_selected(self, request: HttpRequest, specs: QuerySet[TrainingSpec]) -> None:
+        queued, busy = 0, []
+        for spec in specs:
+            try:
+                training_runs.request_run(spec, RunTrigger.ADMIN)
+                queued += 1
+            except training_runs.TrainingInProgress:
+                busy.append(spec.name)
+        self.message_user(request, f"Queued {queued} of {len(specs)} spec(s) for retraining.")
+        if busy:
+            self.message_user(request, f"Already running: {', '.join(busy)}.", messages.WARNING)
+
+    def retrain_view(self, request: HttpRequest, spec_id: int) -> HttpResponse:
+        spec = get_object_or_404(TrainingSpec, pk=spec_id)
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_change_permission(request, spec):
+            return HttpResponseRedirect(reverse("admin:index"))
+        try:
+            run = training_runs.request_run(spec, RunTrigger.ADMIN)
+            self.message_user(request, f"Run {run.pk} of {spec.name} queued.")
+        except training_runs.TrainingInProgress as exc:
+            self.message_user(request, str(exc), messages.WARNING)
+        return HttpResponseRedirect(
+            reverse("admin:modelregistry_trainingspec_change", args=[spec.pk])
+        )
+
+    def schedule_view(self, request: HttpRequest, spec_id: int) -> HttpResponse:
+        spec = get_object_or_404(TrainingSpec.objects.select_related("periodic_task"), pk=spec_id)
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        allowed = request.user.has_perm("django_celery_beat.add_periodictask")
+        if not self.has_change_permission(request, spec) or not allowed:
+            self.message_user(request, "You may not schedule specs.", messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:index"))
+        existed = spec.periodic_task is not None
+        try:
+            task = scheduling.ensure_schedule(spec)
+        except DomainError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return HttpResponseRedirect(
+                reverse("admin:modelregistry_trainingspec_change", args=[spec.pk])
+            )
+        if not existed:
+            self.message_user(
+                request,
+                f"Scheduled {spec.name} nightly at 02:00 ({spec.timezone}). "
+                "Change the crontab or pick an interval here.",
+            )
+        return HttpResponseRedirect(
+            reverse("admin:django_celery_beat_periodictask_change", args=[task.pk])
+        )
+
+
+# --- runs ------------------------------------------------------------------------------
+
+
+def _status(run: TrainingRun) -> SafeString:
+    colour = STATUS_COLOURS.get(run.status, "#777")
+    return format_html('<b style="color:{}">{}</b>', colour, run.get_status_display())
+
+
+@admin.register(TrainingRun)
+class TrainingRunAdmin(admin.ModelAdmin):
+    list_display = [
+        "__str__",
+        "trigger",
+        "status_badge",
+        "primary_value",
+        "production_value",
+        "promoted",
+        "why",
+        "version",
+        "created_at",
+        "duration",
+    ]
+    list_filter = ["status", "trigger", "promoted", "spec"]
+    search_fields = ["spec__name", "error", "promotion_reason"]
+    list_select_related = ["spec", "version__registered_model"]
+    date_hierarchy = "created_at"
+    fieldsets = [
+        (None, {"fields": ["spec", "trigger", "status", "task_id"]}),
+        ("Outcome", {"fields": ["version", "metrics", "production_metrics", "promoted"]}),
+        ("Why", {"fields": ["promotion_reason", "error"]}),
+        ("When", {"fields": ["created_at", "started_at", "finished_at"]}),
+    ]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [field.name for field in TrainingRun._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # runs are started from a spec: "Retrain now", a schedule or the API
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, run: TrainingRun) -> SafeString:
+        return _status(run)
+
+    @admin.display(description="new")
+    def primary_value(self, run: TrainingRun) -> str:
+        return _metric(run.metrics, run)
+
+    @admin.display(description="production")
+    def production_value(self, run: TrainingRun) -> str:
+        return _metric(run.production_metrics, run)
+
+    @admin.display(description="why")
+    def why(self, run: TrainingRun) -> str:
+        text = run.error or run.promotion_reason
+        return text if len(text) <= 90 else text[:89] + "…"
+
+    @admin.display(description="took")
+    def duration(self, run: TrainingRun) -> str:
+        if not (run.started_at and run.finished_at):
+            return "–"
+        return f"{(run.finished_at - run.started_at).total_seconds():.1f} s"
+
+
+def _metric(metrics: dict[str, Any], run: TrainingRun) -> str:
+    name = run.spec.primary_metric if run.spec else None
+    value = metrics.get(name) if name else None
+    return f"{name} {value:.4f}" if isinstance(value, int | float) else "–"

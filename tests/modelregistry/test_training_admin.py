@@ -1,0 +1,140 @@
+"""The training admin: spec buttons, schedule, chart, validated forms, and the runs list."""
+
+import json
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+from django_celery_beat.models import PeriodicTask
+
+from modelregistry.models import Dataset, RunStatus, RunTrigger, TrainingRun, TrainingSpec
+from tests.builders import make_model, make_training_spec
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin_client() -> Client:
+    user = get_user_model().objects.create_superuser("boss", "boss@example.com", "pw-boss")
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def spec_url(spec: TrainingSpec, suffix: str = "change/") -> str:
+    return f"/admin/modelregistry/trainingspec/{spec.pk}/{suffix}"
+
+
+def finished_run(spec: TrainingSpec, accuracy: float, promoted: bool) -> TrainingRun:
+    return TrainingRun.objects.create(
+        spec=spec,
+        trigger=RunTrigger.SCHEDULE,
+        status=RunStatus.SUCCEEDED,
+        metrics={"accuracy": accuracy},
+        production_metrics={"accuracy": 0.9},
+        promoted=promoted,
+        promotion_reason="better than production" if promoted else "not better than production",
+    )
+
+
+def test_the_spec_page_offers_retrain_and_schedule_and_charts_the_metric(admin_client) -> None:
+    spec = make_training_spec()
+    finished_run(spec, 0.93, promoted=True)
+    finished_run(spec, 0.88, promoted=False)
+
+    page = admin_client.get(spec_url(spec)).content.decode()
+
+    assert "Retrain now" in page
+    assert "Schedule…" in page
+    assert "<svg" in page and "<polyline" in page
+    assert page.count("<circle") == 2
+    assert "not scheduled" in page
+
+
+def test_retrain_now_queues_a_run_from_the_admin(admin_client) -> None:
+    spec = make_training_spec()
+
+    response = admin_client.post(spec_url(spec, "retrain/"), follow=True)
+
+    run = TrainingRun.objects.get(spec=spec)
+    assert (run.status, run.trigger) == (RunStatus.QUEUED, RunTrigger.ADMIN)
+    assert f"Run {run.pk} of iris-nightly queued." in response.content.decode()
+
+
+def test_retrain_now_is_refused_while_a_run_is_in_progress(admin_client) -> None:
+    spec = make_training_spec()
+    TrainingRun.objects.create(spec=spec, trigger=RunTrigger.API, status=RunStatus.RUNNING)
+
+    response = admin_client.post(spec_url(spec, "retrain/"), follow=True)
+
+    assert "is in progress" in response.content.decode()
+    assert TrainingRun.objects.count() == 1
+
+
+def test_schedule_creates_the_beat_task_then_opens_it(admin_client) -> None:
+    spec = make_training_spec(timezone="Europe/Berlin")
+
+    first = admin_client.post(spec_url(spec, "schedule/"))
+    task = PeriodicTask.objects.get()
+    second = admin_client.post(spec_url(spec, "schedule/"))
+
+    beat_page = f"/admin/django_celery_beat/periodictask/{task.pk}/change/"
+    assert first.url == second.url == beat_page
+    assert json.loads(task.kwargs) == {"spec_id": spec.pk, "trigger": "schedule"}
+    assert admin_client.get(beat_page).status_code == 200
+    page = admin_client.get(spec_url(spec)).content.decode()
+    assert "CET" in page or "CEST" in page  # next runs shown in the spec's time zone
+    assert "02:00" in page
+
+
+def test_the_spec_form_refuses_unknown_params(admin_client) -> None:
+    model = make_model("iris")
+    dataset = Dataset.objects.create(name="iris-builtin", builtin="iris")
+
+    response = admin_client.post(
+        "/admin/modelregistry/trainingspec/add/",
+        {
+            "name": "bad",
+            "registered_model": model.pk,
+            "dataset": dataset.pk,
+            "estimator": "logistic_regression",
+            "params": '{"Cee": 1}',
+            "holdout_share": "0.2",
+            "seed": "0",
+            "primary_metric": "accuracy",
+            "promotion_policy": "if_better",
+            "timezone": "UTC",
+        },
+    )
+
+    assert response.status_code == 200
+    assert "unknown params for LogisticRegression: Cee" in response.content.decode()
+    assert not TrainingSpec.objects.exists()
+
+
+def test_a_csv_dataset_must_contain_its_target_column(admin_client) -> None:
+    upload = SimpleUploadedFile("data.csv", b"a,b\n1,2\n", content_type="text/csv")
+
+    response = admin_client.post(
+        "/admin/modelregistry/dataset/add/",
+        {"name": "mine", "file": upload, "target_column": "y", "builtin": ""},
+    )
+
+    assert "the file has no column &#x27;y&#x27;" in response.content.decode()
+    assert not Dataset.objects.exists()
+
+
+def test_the_runs_list_shows_status_metrics_and_promotion(admin_client) -> None:
+    spec = make_training_spec()
+    finished_run(spec, 0.93, promoted=True)
+    TrainingRun.objects.create(
+        spec=None, trigger=RunTrigger.SCHEDULE, status=RunStatus.FAILED, error="no training spec"
+    )
+
+    page = admin_client.get("/admin/modelregistry/trainingrun/").content.decode()
+
+    assert "accuracy 0.9300" in page
+    assert "accuracy 0.9000" in page
+    assert "Succeeded" in page and "Failed" in page
+    assert "no training spec" in page
