@@ -20,7 +20,19 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from . import versions
-from .models import Metric, ModelVersion, RegisteredModel, Stage, TaskKind, VersionSource
+from .models import (
+    BuiltinDataset,
+    Dataset,
+    Estimator,
+    Metric,
+    ModelVersion,
+    PromotionPolicy,
+    RegisteredModel,
+    Stage,
+    TaskKind,
+    TrainingSpec,
+    VersionSource,
+)
 
 HOLDOUT_SHARE = 0.25
 SEED = 0
@@ -121,3 +133,29 @@ def holdout_metrics(task_kind: str, truth: Any, predicted: Any) -> dict[str, flo
         Metric.ACCURACY: float(accuracy_score(truth, predicted)),
         Metric.F1: float(f1_score(truth, predicted, average="macro")),
     }
+
+
+def seed_training() -> TrainingSpec | None:
+    """A built-in iris dataset and an unscheduled "if better" spec for the demo iris model.
+
+    None when the iris model is missing or the spec already exists (running it again
+    changes nothing).
+    """
+    model = RegisteredModel.objects.filter(name="iris").first()
+    if model is None or TrainingSpec.objects.filter(name="iris-logistic").exists():
+        return None
+    dataset, _ = Dataset.objects.get_or_create(
+        name="iris-builtin",
+        defaults={"builtin": BuiltinDataset.IRIS, "description": "scikit-learn's iris."},
+    )
+    return TrainingSpec.objects.create(
+        name="iris-logistic",
+        registered_model=model,
+        dataset=dataset,
+        estimator=Estimator.LOGISTIC_REGRESSION,
+        params={"max_iter": 1000},
+        holdout_share=HOLDOUT_SHARE,
+        seed=SEED,
+        primary_metric=Metric.ACCURACY,
+        promotion_policy=PromotionPolicy.IF_BETTER,
+    )

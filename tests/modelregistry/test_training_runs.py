@@ -5,7 +5,7 @@ from django.utils import timezone
 from sklearn.datasets import load_iris
 from sklearn.dummy import DummyClassifier
 
-from modelregistry import training_runs
+from modelregistry import demo, training_runs
 from modelregistry.models import (
     Estimator,
     ModelVersion,
@@ -211,3 +211,17 @@ def test_a_spec_with_unknown_params_fails_cleanly_and_leaves_production(live_wor
     spec.params = {"n_estimators": 5}
     spec.save()
     assert finished(training_runs.request_run(spec, RunTrigger.ADMIN)).status == "succeeded"
+
+
+def test_the_demo_spec_retrains_the_demo_model_and_keeps_an_equal_production(live_worker) -> None:
+    demo.seed_one(demo.DEMOS[0])
+    spec = demo.seed_training()
+    assert demo.seed_training() is None  # seeding twice changes nothing
+
+    run = finished(training_runs.request_run(spec, RunTrigger.ADMIN))
+
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert run.version.ref == "iris:2"
+    assert run.metrics["accuracy"] == run.production_metrics["accuracy"]
+    assert not run.promoted
+    assert production_of().number == 1

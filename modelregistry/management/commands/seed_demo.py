@@ -18,4 +18,6 @@ class Command(BaseCommand):
             else:
                 shown = ", ".join(f"{k} {v:.3f}" for k, v in version.metrics.items())
                 self.stdout.write(f"seed_demo: registered {version.ref} in production ({shown})")
+        if demo.seed_training() is not None:
+            self.stdout.write("seed_demo: training spec iris-logistic (Retrain now in the admin)")
         self.stdout.write(f"seed_demo: done in {time.perf_counter() - started:.1f} s")
