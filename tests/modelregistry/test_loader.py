@@ -5,11 +5,16 @@ from pathlib import Path
 
 import pytest
 from django.core.files.base import ContentFile
+from rest_framework.test import APIClient
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
 
 from modelregistry import artifacts, loader, versions
 from modelregistry.models import ModelVersion, Stage
 from modelregistry.tasks import verify_version
-from tests.builders import iris_rows, make_model, make_version
+from predictions.models import PredictionJob
+from tests.base import make_user
+from tests.builders import iris_estimator, iris_rows, make_model, make_version
 from tests.modelregistry.hostile import hostile_artifacts
 
 
@@ -81,8 +86,6 @@ def test_a_hostile_stored_artifact_is_refused_at_load_without_running(
 
 @pytest.mark.django_db
 def test_a_skops_version_loads(private_artifacts) -> None:
-    from tests.builders import iris_estimator
-
     version = versions.register_estimator(
         make_model("iris"), iris_estimator(), artifact_format="skops"
     )
@@ -117,3 +120,24 @@ def test_restoring_the_file_and_verifying_makes_a_version_usable_again(live_work
     assert verify_version.delay(version.pk).get(timeout=30)["ok"] is True
     version.refresh_from_db()
     assert version.is_usable
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_on_a_flipped_artifact_fails_with_artifact_mismatch_and_no_output(
+    live_worker,
+) -> None:
+    # Bytes no earlier test registered, so no worker holds this (pk, sha256) in its cache.
+    data = load_iris()
+    estimator = LogisticRegression(C=0.123, max_iter=500).fit(data.data, data.target)
+    version = make_version("iris", estimator=estimator, stage=Stage.PRODUCTION)
+    flip_a_byte(version)
+    client = APIClient()
+    client.force_authenticate(make_user())
+    answer = client.post(
+        "/api/v1/jobs/?wait=20", {"model": "iris", "inputs": iris_rows(2)}, format="json"
+    )
+    job = PredictionJob.objects.get(pk=answer.json()["id"])
+    assert (job.status, job.error_code) == ("failed", "artifact_mismatch")
+    assert not job.outputs
+    version.refresh_from_db()
+    assert not version.is_usable
