@@ -1,0 +1,36 @@
+"""Printing figures: one JSON line each (for machines), then a short table (for people)."""
+
+import json
+import platform
+import sys
+from typing import Any
+
+_figures: list[dict[str, Any]] = []
+
+
+def figure(bench: str, name: str, value: float, unit: str, **context: Any) -> None:
+    """Print one figure as a JSON line and keep it for the table."""
+    row = {"bench": bench, "figure": name, "value": round(float(value), 4), "unit": unit, **context}
+    _figures.append(row)
+    print(json.dumps(row), flush=True)
+
+
+def verdict(bench: str, target: str, met: bool, **context: Any) -> None:
+    row = {"bench": bench, "target": target, "met": met, **context}
+    _figures.append(row)
+    print(json.dumps(row), flush=True)
+
+
+def table(file: Any = sys.stdout) -> None:
+    print(f"\n# {platform.node()} python {platform.python_version()}", file=file)
+    print(f"{'bench':<8} {'figure':<34} {'value':>12}  unit", file=file)
+    for row in _figures:
+        if "figure" in row:
+            label = row["figure"] + (f" [{row['model']}]" if "model" in row else "")
+            print(f"{row['bench']:<8} {label:<34} {row['value']:>12}  {row['unit']}", file=file)
+    for row in _figures:
+        if "target" in row:
+            label = row["target"] + (f" [{row['model']}]" if "model" in row else "")
+            mark = "met" if row["met"] else "NOT MET"
+            print(f"{row['bench']:<8} target {label:<48} {mark}", file=file)
+    file.flush()

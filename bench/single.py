@@ -1,0 +1,136 @@
+"""single: 2,000 single-row jobs from 16 concurrent clients through the REST API, per model.
+
+Each client does what the README tells users: POST /api/v1/jobs/?wait=30 with one row, and
+reads the answer, which holds the prediction once the job finished. Every prediction is
+checked against the same model scored in this process. The floor is measured in the same
+run first. Run: `python -m bench.single` (BENCH_MODELS=rf,hgb by default).
+"""
+
+import http.client
+import json
+import os
+import time
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from . import clients, floor, report, workload
+from .stack import Stack
+
+JOBS = int(os.environ.get("BENCH_JOBS", "2000"))
+CLIENTS = int(os.environ.get("BENCH_CLIENTS", "16"))
+KINDS = os.environ.get("BENCH_MODELS", "rf,hgb").split(",")
+WAIT_SECONDS = 30
+
+
+def _client_setup(stack: Stack, model: str, inputs: list[dict[str, float]]) -> clients.Setup:
+    headers = {**stack.headers(), "Content-Type": "application/json"}
+
+    def setup() -> clients.Work:
+        conn = http.client.HTTPConnection("127.0.0.1", stack.web_port, timeout=60)
+
+        def work(index: int) -> dict[str, Any]:
+            nonlocal conn
+            body = json.dumps({"model": model, "input": inputs[index]})
+            sent_at = time.time()
+            try:
+                conn.request("POST", f"/api/v1/jobs/?wait={WAIT_SECONDS}", body, headers)
+                answer = conn.getresponse()
+            except (http.client.HTTPException, OSError):  # the server closed a kept-alive
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", stack.web_port, timeout=60)
+                conn.request("POST", f"/api/v1/jobs/?wait={WAIT_SECONDS}", body, headers)
+                answer = conn.getresponse()
+            job = json.loads(answer.read())
+            if answer.status != 201:
+                raise RuntimeError(f"job {index}: HTTP {answer.status} {job}")
+            return {"sent_at": sent_at, "job": _slim(job)}
+
+        return work
+
+    return setup
+
+
+def _slim(job: dict[str, Any]) -> dict[str, Any]:
+    outputs = job.get("outputs") or [{}]
+    return {
+        "status": job["status"],
+        "prediction": outputs[0].get("prediction"),
+        "probabilities": outputs[0].get("probabilities"),
+        "created_at": job["created_at"],
+        "started_at": job["started_at"],
+        "finished_at": job["finished_at"],
+    }
+
+
+def _epoch(stamp: str | None) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() if stamp else np.nan
+
+
+def measure(stack: Stack, kind: str, floor_rate: float) -> None:
+    name = f"bench-{kind}"
+    workload.register(stack, name, kind)
+    matrix = workload.rows(JOBS, seed=7)
+    inputs = [dict(zip(workload.FEATURES, map(float, row), strict=True)) for row in matrix]
+    estimator = workload.fitted(kind)
+    started = time.perf_counter()
+    expected = estimator.predict(matrix)
+    in_process_ms = (time.perf_counter() - started) * 1000
+    clients.run(_client_setup(stack, name, inputs), 200, CLIENTS)  # warm-up: models loaded
+    records = clients.run(_client_setup(stack, name, inputs), JOBS, CLIENTS)
+    _report(kind, records, expected, in_process_ms, floor_rate)
+
+
+def _report(
+    kind: str,
+    records: list[dict[str, Any]],
+    expected: np.ndarray,
+    in_process_ms: float,
+    floor_rate: float,
+) -> None:
+    jobs = [r["job"] for r in records]
+    unfinished = sum(job["status"] != "succeeded" for job in jobs)
+    mismatches = sum(
+        int(job["prediction"] != expected[r["index"]]) for r, job in zip(records, jobs, strict=True)
+    )
+    rate = len(records) / (max(r["finished"] for r in records) - min(r["started"] for r in records))
+    end_to_end = [(r["finished"] - r["started"]) * 1000 for r in records]
+    submit = [
+        (_epoch(job["created_at"]) - r["sent_at"]) * 1000
+        for r, job in zip(records, jobs, strict=True)
+    ]
+    queued = [(_epoch(j["started_at"]) - _epoch(j["created_at"])) * 1000 for j in jobs]
+    scored = [(_epoch(j["finished_at"]) - _epoch(j["started_at"])) * 1000 for j in jobs]
+    p50, p99 = workload.percentile(end_to_end, 50), workload.percentile(end_to_end, 99)
+    fig = report.figure
+    fig("single", "jobs_per_s", rate, "jobs/s", model=kind, jobs=len(records), clients=CLIENTS)
+    fig("single", "ratio_to_floor", rate / floor_rate, "x", model=kind)
+    fig("single", "end_to_end_p50", p50, "ms", model=kind)
+    fig("single", "end_to_end_p99", p99, "ms", model=kind)
+    fig("single", "submit_p50", workload.percentile(submit, 50), "ms", model=kind)
+    fig("single", "submit_p99", workload.percentile(submit, 99), "ms", model=kind)
+    fig("single", "queued_p50", workload.percentile(queued, 50), "ms", model=kind)
+    fig("single", "scoring_batch_p50", workload.percentile(scored, 50), "ms", model=kind)
+    fig("single", "not_succeeded", unfinished, "jobs", model=kind)
+    fig("single", "mismatches", mismatches, "jobs", model=kind)
+    fig("single", "in_process_predict_all", in_process_ms, "ms", model=kind, rows=len(expected))
+    report.verdict(
+        "single",
+        ">=0.7x floor, p50<=50ms, p99<=150ms, 0 mismatches",
+        rate >= 0.7 * floor_rate and p50 <= 50 and p99 <= 150 and mismatches == 0,
+        model=kind,
+    )
+
+
+def main() -> None:
+    with Stack("single") as stack:
+        # BENCH_FLOOR_RATE reuses a floor measured before (quicker while tuning).
+        floor_rate = float(os.environ.get("BENCH_FLOOR_RATE") or floor.measure(stack))
+        for kind in KINDS:
+            measure(stack, kind, floor_rate)
+    report.table()
+
+
+if __name__ == "__main__":
+    main()
