@@ -1,0 +1,90 @@
+"""kill -9 a worker in the middle of 300 single jobs and a batch: every job succeeds once."""
+
+import csv
+import os
+import signal
+import time
+
+import pytest
+
+from predictions.models import PredictionJob
+from tests.builders import in_process_predictions, iris_rows
+from tests.faults.harness import (
+    Stack,
+    count_done,
+    figures_for,
+    iris_csv,
+    pool_processes,
+    result_lines,
+    wait_until_finished,
+)
+
+SINGLE_JOBS = 300
+BATCH_ROWS = 20_000
+
+
+def submit_load(stack: Stack) -> tuple[list[str], dict[str, list[dict]], str]:
+    """A batch job first (40 chunks), then 300 single jobs of 1 to 3 rows each."""
+    status, batch = stack.api.submit_file(
+        "rows.csv", iris_csv(BATCH_ROWS), id_column="row_id", priority="3"
+    )
+    assert status == 201, batch
+    row_sets = [iris_rows(1 + i % 3, offset=i) for i in range(SINGLE_JOBS)]
+    ids = stack.api.submit_many(row_sets)
+    return ids, dict(zip(ids, row_sets, strict=True)), batch["id"]
+
+
+def wait_for_progress(job_ids: list[str], at_least: int, timeout: float = 60) -> int:
+    deadline = time.monotonic() + timeout
+    while (done := count_done(job_ids)) < at_least and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return done
+
+
+def check_batch(batch_id: str) -> None:
+    """Each input row exactly once in the result, with the model's own prediction."""
+    header, *rows = csv.reader(result_lines(batch_id))
+    assert header[:2] == ["row_id", "prediction"]
+    assert sorted(row[0] for row in rows) == sorted(f"r{i}" for i in range(BATCH_ROWS))
+    job = PredictionJob.objects.get(pk=batch_id)
+    expected = in_process_predictions(job.version, iris_rows(BATCH_ROWS))
+    assert [int(row[1]) for row in rows] == expected.tolist()
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_killing_the_worker_main_process_loses_and_repeats_nothing(stack: Stack) -> None:
+    single_ids, rows_of, batch_id = submit_load(stack)
+    all_ids = [*single_ids, batch_id]
+    done_at_kill = wait_for_progress(all_ids, at_least=30)
+
+    os.kill(stack.workers[0].pid, signal.SIGKILL)
+    stack.workers[0].wait()
+    time.sleep(1)
+    stack.start_worker()
+    seconds = wait_until_finished(all_ids, timeout=120)
+
+    figures = figures_for(all_ids, rows_of, stack.api)
+    figures.notes.update(done_at_kill=done_at_kill, recovered_in_s=round(seconds, 1))
+    figures.report("kill -9 worker main process")
+    figures.assert_zero()
+    check_batch(batch_id)
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_killing_one_pool_process_loses_and_repeats_nothing(stack: Stack) -> None:
+    single_ids, rows_of, batch_id = submit_load(stack)
+    all_ids = [*single_ids, batch_id]
+    done_at_kill = wait_for_progress(all_ids, at_least=30)
+
+    victim = pool_processes(stack.workers[0])[0]
+    os.kill(victim, signal.SIGKILL)
+    seconds = wait_until_finished(all_ids, timeout=120)
+
+    figures = figures_for(all_ids, rows_of, stack.api)
+    figures.notes.update(done_at_kill=done_at_kill, recovered_in_s=round(seconds, 1))
+    figures.report("kill -9 one pool process")
+    figures.assert_zero()
+    check_batch(batch_id)
+    assert stack.workers[0].poll() is None  # the worker itself carried on
