@@ -9,9 +9,10 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from mlsite import sending
 from mlsite.errors import Conflict, DomainError
 
-from . import loader, training, versions
+from . import loader, scheduling, training, versions
 from .models import (
     PromotionPolicy,
     RunStatus,
@@ -47,17 +48,25 @@ def request_run(spec: TrainingSpec, trigger: str) -> TrainingRun:
 
     Raises TrainingInProgress when a run of the spec is running right now.
     """
-    from . import tasks  # tasks imports this module
-
     busy = running_run(spec.pk)
     if busy is not None:
         raise TrainingInProgress(f"run {busy.pk} of {spec.name} is in progress; try again later")
     task_id = str(uuid4())
     with transaction.atomic():
         run = TrainingRun.objects.create(spec=spec, trigger=trigger, task_id=task_id)
-        kwargs = {"spec_id": spec.pk, "trigger": trigger, "run_id": run.pk}
-        transaction.on_commit(lambda: tasks.retrain.apply_async(kwargs=kwargs, task_id=task_id))
+        transaction.on_commit(lambda: _send(run))
     return run
+
+
+def _send(run: TrainingRun) -> None:
+    """Send the run's message; a broker outage fails the run saying so, not leaving it queued."""
+    try:
+        sending.publish(
+            scheduling.RETRAIN_TASK, args=[run.spec_id, run.trigger, run.pk], task_id=run.task_id
+        )
+    except sending.BrokerUnavailable as exc:
+        logger.warning("training run %s not sent: %s", run.pk, exc)
+        finish(run, RunStatus.FAILED, error=f"could not reach the broker to start it: {exc}")
 
 
 def running_run(spec_id: int, now: datetime | None = None) -> TrainingRun | None:

@@ -118,6 +118,7 @@ def test_always_promotes_even_a_worse_version(live_worker) -> None:
     assert production_of() == run.version
 
 
+@pytest.mark.postgres
 def test_a_run_is_refused_while_another_run_of_the_spec_is_in_progress(live_worker) -> None:
     production = make_version("iris")
     spec = make_training_spec()
@@ -135,6 +136,7 @@ def test_a_run_is_refused_while_another_run_of_the_spec_is_in_progress(live_work
     assert production_of() == production
 
 
+@pytest.mark.postgres
 def test_two_runs_sent_at_once_never_overlap(live_worker) -> None:
     # A forest big enough that the first run is still fitting when the second is claimed.
     spec = make_training_spec(
