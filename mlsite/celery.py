@@ -13,10 +13,12 @@ app.autodiscover_tasks()
 
 
 @setup_logging.connect
-def use_django_logging(loglevel: int | str | None = None, **_: object) -> None:
+def use_django_logging(
+    loglevel: int | str | None = None, logfile: str | None = None, **_: object
+) -> None:
     # With a receiver here Celery leaves the root logger alone, so workers and beat log
     # through settings.LOGGING: the same format, job and task ids on every line. The
-    # command line's --loglevel still sets the level.
+    # command line's --loglevel and --logfile still apply.
     import logging.config
 
     from django.conf import settings
@@ -24,8 +26,17 @@ def use_django_logging(loglevel: int | str | None = None, **_: object) -> None:
     import mlsite.logs  # noqa: F401 - connects the task signals that set the ids
 
     logging.config.dictConfig(settings.LOGGING)
+    root = logging.getLogger()
     if loglevel:
-        logging.getLogger().setLevel(loglevel)
+        root.setLevel(loglevel)
+    if logfile:
+        for handler in list(root.handlers):
+            if isinstance(handler, logging.StreamHandler):
+                to_file = logging.FileHandler(logfile)
+                to_file.setFormatter(handler.formatter)
+                to_file.filters = list(handler.filters)
+                root.removeHandler(handler)
+                root.addHandler(to_file)
 
 
 @worker_process_init.connect

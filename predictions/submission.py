@@ -129,7 +129,12 @@ def send(job_id: UUID, kind: str, task_id: str, priority: int = 5) -> bool:
             TASK_FOR_KIND[kind], args=[str(job_id)], task_id=task_id, priority=9 - priority
         )
     except sending.BrokerUnavailable as exc:
-        logger.warning("job %s not sent (%s); the reconciler will send it", job_id, exc)
+        logger.warning(
+            "job %s not sent (%s); the reconciler will send it",
+            job_id,
+            exc,
+            extra={"job_id": str(job_id), "task_id": task_id},
+        )
         return False
     return True
 

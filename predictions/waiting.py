@@ -50,7 +50,11 @@ def wait_until_finished(job: PredictionJob, seconds: float) -> PredictionJob:
                 if subscription.get_message(timeout=left) is not None:
                     break
     except redis.RedisError:
-        logger.warning("waiting on job %s without Redis: answering at once", job.pk)
+        logger.warning(
+            "waiting on job %s without Redis: answering at once",
+            job.pk,
+            extra={"job_id": str(job.pk)},
+        )
     return _reload(job.pk)
 
 

@@ -4,8 +4,15 @@ import io
 import json
 import logging
 import uuid
+from pathlib import Path
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 
 from mlsite.logs import JobContextFilter, JsonFormatter, job_context, job_id_among
+from tests import processes
+from tests.base import make_user
+from tests.builders import IRIS_FEATURES, iris_rows, make_version
 
 
 def captured_logger(formatter: logging.Formatter) -> tuple[logging.Logger, io.StringIO]:
@@ -56,3 +63,58 @@ def test_a_task_works_on_the_job_named_by_its_first_argument_or_job_id_keyword()
     assert job_id_among((), {"job_id": job_id}) == job_id
     assert job_id_among((42,), {}) is None
     assert job_id_among(None, None) is None
+
+
+def finished(job_ids: list, timeout: float = 60) -> None:
+    from predictions.models import FINISHED, PredictionJob
+
+    def done() -> bool:
+        return PredictionJob.objects.filter(pk__in=job_ids, status__in=FINISHED).count() == len(
+            job_ids
+        )
+
+    processes.wait_for(done, timeout, "jobs to finish")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_workers_json_lines_about_a_job_carry_its_job_and_task_ids(tmp_path: Path) -> None:
+    from predictions import submission
+
+    version = make_version()
+    user = make_user()
+    log = tmp_path / "worker.log"
+    rows = "\n".join(",".join(str(value) for value in row.values()) for row in iris_rows(50))
+    upload = SimpleUploadedFile("rows.csv", (",".join(IRIS_FEATURES) + "\n" + rows).encode())
+    with processes.celery_worker(
+        extra_args=("--loglevel", "INFO", "--logfile", str(log)),
+        LOG_FORMAT="json",
+        BATCH_CHUNK_ROWS="20",  # three chunks, each its own task
+    ):
+        batch, _ = submission.submit_file(user, version.ref, upload, size=upload.size)
+        single, _ = submission.submit_rows(user, version.ref, iris_rows(2))
+        finished([batch.pk, single.pk])
+
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    about_batch = [line for line in lines if line["job_id"] == str(batch.pk)]
+    messages = " ".join(line["message"] for line in about_batch)
+    assert f"run_batch_job[{batch.task_id}] received" in messages
+    assert f"run_batch_job[{batch.task_id}] succeeded" in messages
+    chunk_lines = [line for line in about_batch if "score_batch_chunk" in line["message"]]
+    assert len([line for line in chunk_lines if "succeeded" in line["message"]]) == 3
+    assert all(line["task_id"] for line in about_batch)
+    # No line names the job's task without also naming the job.
+    for line in lines:
+        if batch.task_id in line["message"]:
+            assert line["job_id"] == str(batch.pk), line
+    for line in lines:  # a micro-batch's lines name all of its jobs
+        if single.task_id in line["message"]:
+            assert str(single.pk) in line["job_id"], line
+
+
+def test_a_micro_batch_names_each_of_its_jobs() -> None:
+    class Request:  # the shape of celery-batches' SimpleRequest
+        def __init__(self, job_id: str) -> None:
+            self.args = [job_id]
+
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    assert job_id_among(([Request(i) for i in ids],), {}) == ",".join(ids)
