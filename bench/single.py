@@ -78,7 +78,8 @@ def measure(stack: Stack, kind: str, floor_rate: float) -> None:
     expected = estimator.predict(matrix)
     in_process_ms = (time.perf_counter() - started) * 1000
     clients.run(_client_setup(stack, name, inputs), 200, CLIENTS)  # warm-up: models loaded
-    records = clients.run(_client_setup(stack, name, inputs), JOBS, CLIENTS)
+    with stack.profiled(f"single-{kind}"):
+        records = clients.run(_client_setup(stack, name, inputs), JOBS, CLIENTS)
     _report(kind, records, expected, in_process_ms, floor_rate)
 
 

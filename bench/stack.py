@@ -11,8 +11,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,7 @@ class Stack(AbstractContextManager):
         self.database_url = os.environ.get("BENCH_DATABASE_URL", "")
         self.processes: list[subprocess.Popen] = []
         self.worker: subprocess.Popen | None = None
+        self.web: subprocess.Popen | None = None
         self.token = ""
 
     @property
@@ -165,7 +166,7 @@ class Stack(AbstractContextManager):
         args = [PYTHON, "-m", "gunicorn", "mlsite.wsgi", "--bind", f"127.0.0.1:{self.web_port}"]
         args += ["--workers", str(WEB_WORKERS), "--threads", str(WEB_THREADS)]
         args += ["--log-level", "warning", "--backlog", "256"]
-        self._spawn(args, self.env(), "web.log")
+        self.web = self._spawn(args, self.env(), "web.log")
         address = ("127.0.0.1", self.web_port)
         wait_for(lambda: socket.create_connection(address, 0.5).close() or True, 30, "web")
 
@@ -187,6 +188,29 @@ class Stack(AbstractContextManager):
             raise RuntimeError(f"worker exited with {process.returncode}")
         control = Celery(broker=self.redis_url, set_as_current=False)
         return bool(control.control.ping([hostname], timeout=0.5))
+
+    @contextmanager
+    def profiled(self, label: str) -> Iterator[None]:
+        """With BENCH_PROFILE=1, py-spy samples the worker and web processes meanwhile.
+
+        Collapsed stacks land in var/bench/<name>/profile-<label>-<process>.txt.
+        """
+        if os.environ.get("BENCH_PROFILE") != "1":
+            yield
+            return
+        spies = []
+        for process, what in ((self.worker, "worker"), (self.web, "web")):
+            assert process is not None
+            out = self.dir / f"profile-{label}-{what}.txt"
+            args = ["py-spy", "record", "--pid", str(process.pid), "--subprocesses"]
+            args += ["--format", "raw", "--rate", "200", "--output", str(out), "--nonblocking"]
+            spies.append(subprocess.Popen([str(Path(PYTHON).parent / args[0]), *args[1:]]))
+        try:
+            yield
+        finally:
+            for spy in spies:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(60)
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Token {self.token}"} if self.token else {}

@@ -115,6 +115,17 @@ def post_json(stack: Stack, path: str, payload: Any) -> dict:
     return json.loads(body)
 
 
+def get_json(stack: Stack, path: str) -> dict:
+    conn = http.client.HTTPConnection("127.0.0.1", stack.web_port, timeout=120)
+    conn.request("GET", path, headers=stack.headers())
+    answer = conn.getresponse()
+    body = answer.read()
+    conn.close()
+    if answer.status >= 300:
+        raise RuntimeError(f"GET {path}: {answer.status} {body[:500]!r}")
+    return json.loads(body)
+
+
 def register(stack: Stack, name: str, kind: str, *, promote: bool = True) -> dict:
     """Upload the fitted model through the registry API as a staff user would; promote it."""
     version = post_file(stack, f"/api/v1/models/{name}/versions/", {}, artifact(kind))

@@ -1,0 +1,96 @@
+"""batch: a 1,000,000-row CSV uploaded as one batch job and its result downloaded, per model.
+
+Wall time runs from the start of the upload to the last byte of the result file; the
+in-process script (pandas read, predict_proba, write CSV) runs on the same file in the same
+run as the yardstick. Every prediction is checked against it. Run: `python -m bench.batch`.
+"""
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+
+from . import report, workload
+from .stack import ROOT, Stack
+
+ROWS = int(os.environ.get("BENCH_BATCH_ROWS", "1000000"))
+KINDS = os.environ.get("BENCH_MODELS", "rf,hgb").split(",")
+DATA_DIR = ROOT / "var" / "bench" / "data"
+
+
+def input_file(rows: int = ROWS) -> Path:
+    """The CSV to score (x0 … x19, full float precision), made once and kept."""
+    path = DATA_DIR / f"rows-{rows}.csv"
+    if not path.exists():
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        matrix = workload.rows(rows, seed=11)
+        table = pa.table({name: matrix[:, i] for i, name in enumerate(workload.FEATURES)})
+        pa_csv.write_csv(table, path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").rename(path)
+    return path
+
+
+def in_process(kind: str, source: Path, target: Path) -> tuple[float, np.ndarray]:
+    """The one-process script a user would write; its wall seconds and predictions."""
+    estimator = workload.fitted(kind)
+    started = time.perf_counter()
+    frame = pd.read_csv(source)
+    probabilities = estimator.predict_proba(frame.to_numpy())
+    predictions = estimator.classes_.take(probabilities.argmax(axis=1))
+    out = pd.DataFrame({"prediction": predictions})
+    for i, label in enumerate(estimator.classes_):
+        out[f"probability_{label}"] = probabilities[:, i]
+    out.to_csv(target, index=False)
+    return time.perf_counter() - started, predictions
+
+
+def through_service(stack: Stack, model: str, source: Path, target: Path) -> tuple[float, dict]:
+    """Upload, wait as the README says (GET ?wait=), download; wall seconds and the job."""
+    started = time.perf_counter()
+    job = workload.post_file(stack, "/api/v1/jobs/", {"model": model}, source)
+    while job["status"] in ("queued", "running"):
+        job = workload.get_json(stack, f"/api/v1/jobs/{job['id']}/?wait=30")
+    if job["status"] != "succeeded":
+        raise RuntimeError(f"batch job {job['id']} {job['status']}: {job['error_message']}")
+    workload.download(stack, f"/api/v1/jobs/{job['id']}/result/?format=csv", target)
+    return time.perf_counter() - started, job
+
+
+def measure(stack: Stack, kind: str) -> None:
+    name = f"bench-{kind}"
+    workload.register(stack, name, kind)
+    source = input_file()
+    local_seconds, expected = in_process(kind, source, stack.dir / f"in-process-{kind}.csv")
+    with stack.profiled(f"batch-{kind}"):
+        wall, _job = through_service(stack, name, source, stack.dir / f"result-{kind}.csv")
+    served = pa_csv.read_csv(stack.dir / f"result-{kind}.csv").column("prediction").to_numpy()
+    mismatches = int((served != expected).sum()) if len(served) == len(expected) else -1
+    fig = report.figure
+    fig("batch", "wall_seconds", wall, "s", model=kind, rows=ROWS)
+    fig("batch", "rows_per_s", ROWS / wall, "rows/s", model=kind)
+    fig("batch", "in_process_seconds", local_seconds, "s", model=kind)
+    fig("batch", "ratio_to_in_process", wall / local_seconds, "x", model=kind)
+    fig("batch", "result_rows", len(served), "rows", model=kind)
+    fig("batch", "mismatches", mismatches, "rows", model=kind)
+    report.verdict(
+        "batch",
+        "wall <= 0.75x in-process, 0 mismatches",
+        wall <= 0.75 * local_seconds and mismatches == 0,
+        model=kind,
+    )
+
+
+def main() -> None:
+    input_file()  # made before the stack starts, so it is never timed
+    with Stack("batch") as stack:
+        for kind in KINDS:
+            measure(stack, kind)
+    report.table()
+
+
+if __name__ == "__main__":
+    main()
