@@ -229,6 +229,8 @@ class PredictionJobAdmin(admin.ModelAdmin):
     def result_link(self, job: PredictionJob) -> SafeString | str:
         if job.status != Status.SUCCEEDED:
             return "–"
+        if job.purged_at:
+            return f"deleted by result retention on {job.purged_at:%Y-%m-%d}"
         url = reverse("job-result", args=[job.pk])
         return format_html(
             '<a href="{}?format=csv">CSV</a> · <a href="{}?format=parquet">Parquet</a> · '

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.http import FileResponse, HttpResponse
 from rest_framework.renderers import BaseRenderer
 
-from mlsite.errors import Conflict
+from mlsite.errors import Conflict, DomainError
 
 from ..batchfiles import escape_formula
 from ..models import Kind, PredictionJob, Status
@@ -56,9 +56,16 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
+class ResultPurged(DomainError):
+    code = "result_purged"
+    http_status = 410
+
+
 def check_ready(job: PredictionJob) -> None:
     if job.status != Status.SUCCEEDED:
         raise NotReady(f"job {job.pk} is {job.status}; results exist once it succeeded")
+    if job.purged_at is not None:  # result retention (RESULT_RETENTION_DAYS) removed it
+        raise ResultPurged(f"the result of job {job.pk} was deleted on {job.purged_at:%Y-%m-%d}")
 
 
 def json_rows(job: PredictionJob) -> list[dict[str, Any]]:

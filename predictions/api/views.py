@@ -175,6 +175,9 @@ class JobViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
             (200, "text/csv"): OpenApiTypes.BINARY,
             (200, "application/vnd.apache.parquet"): OpenApiTypes.BINARY,
             409: OpenApiResponse(description="The job has not succeeded (result_not_ready)."),
+            410: OpenApiResponse(
+                description="Result retention deleted it (result_purged); the job remains."
+            ),
         },
     )
     @action(

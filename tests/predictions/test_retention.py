@@ -5,6 +5,7 @@ from datetime import timedelta
 import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from django.test import Client
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 
@@ -124,3 +125,19 @@ def test_the_beat_task_purges_in_a_real_worker(live_worker) -> None:
 def test_the_purge_runs_on_the_beat_schedule(settings) -> None:
     entries = settings.CELERY_BEAT_SCHEDULE.values()
     assert any(entry["task"] == "mlsite.tasks.purge_expired_results" for entry in entries)
+
+
+@pytest.mark.django_db
+def test_a_purged_jobs_result_answers_410_gone_and_its_page_says_why() -> None:
+    job = finished_job(40)
+    retention.purge_expired(now=NOW, days=30)
+    client = Client()
+    client.force_login(job.owner)
+    answer = client.get(f"/api/v1/jobs/{job.pk}/result/?format=csv")
+    assert answer.status_code == 410
+    assert answer.json()["code"] == "result_purged"
+    detail = client.get(f"/api/v1/jobs/{job.pk}/").json()
+    assert (detail["status"], detail["rows_done"], detail["outputs"]) == ("succeeded", 3, None)
+    client.force_login(make_user("boss", staff=True, is_superuser=True))
+    page = client.get(f"/admin/predictions/predictionjob/{job.pk}/change/").content.decode()
+    assert "deleted by result retention" in page
