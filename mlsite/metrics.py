@@ -10,11 +10,11 @@ import hmac
 import logging
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime
 
 import redis
 from django.conf import settings
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
+from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -29,6 +29,56 @@ QUEUES = ("predict", "batch", "training", "default")
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 MODEL_LOAD_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 MODEL_LOAD_KEY = "mlsite:metrics:model_load_seconds"
+LATENCY_KEY = "mlsite:metrics:job_latency_seconds"
+LATENCY_LOCK_KEY = "mlsite:metrics:job_latency_seconds:lock"
+SETTLE_SECONDS = 60
+
+
+def advance_latency(now: float | None = None) -> dict[str, float]:
+    """Adds the jobs that succeeded since the last scrape to the latency histogram in Redis.
+
+    A finished job never changes, so each is counted once, by whichever web process
+    scrapes first (a Redis lock), and a scrape reads only the jobs new since the last: the
+    cost stays flat however large the table grows. A job counts SETTLE_SECONDS after it
+    finished, when the transaction that wrote its finished_at has surely committed.
+    Returns the histogram's fields ("single|le:0.5", "single|count", "single|sum", …).
+    """
+    client = broker.client()
+    lock = client.lock(LATENCY_LOCK_KEY, timeout=60, blocking_timeout=0)
+    if lock.acquire(blocking=False):
+        try:
+            _count_new_latencies(client, (now or time.time()) - SETTLE_SECONDS)
+        finally:
+            lock.release()
+    return {key.decode(): float(value) for key, value in client.hgetall(LATENCY_KEY).items()}
+
+
+def _count_new_latencies(client: redis.Redis, until: float) -> None:
+    from predictions.models import PredictionJob, Status
+
+    since = float(client.hget(LATENCY_KEY, "watermark") or 0)
+    if until <= since:
+        return
+    window = PredictionJob.objects.filter(
+        status=Status.SUCCEEDED,
+        finished_at__gte=datetime.fromtimestamp(since, UTC),
+        finished_at__lt=datetime.fromtimestamp(until, UTC),
+    )
+    increments: dict[str, int] = {}
+    sums: dict[str, float] = {}
+    for kind, created, finished in window.values_list("kind", "created_at", "finished_at"):
+        seconds = max((finished - created).total_seconds(), 0.0)
+        for bound in [b for b in LATENCY_BUCKETS if seconds <= b]:
+            increments[f"{kind}|le:{bound}"] = increments.get(f"{kind}|le:{bound}", 0) + 1
+        increments[f"{kind}|count"] = increments.get(f"{kind}|count", 0) + 1
+        sums[f"{kind}|sum"] = sums.get(f"{kind}|sum", 0.0) + seconds
+    with client.pipeline(transaction=True) as pipe:  # the counts and the watermark together
+        for name, count in increments.items():
+            pipe.hincrby(LATENCY_KEY, name, count)
+        for name, total in sums.items():
+            pipe.hincrbyfloat(LATENCY_KEY, name, total)
+        pipe.hset(LATENCY_KEY, "watermark", until)
+        pipe.execute()
 
 
 def record_model_load(seconds: float) -> None:
@@ -49,7 +99,9 @@ class QueueCollector(Collector):
 
     def collect(self) -> Iterator:
         yield from self._jobs()
-        yield self._latency()
+        latency = self._latency()
+        if latency is not None:
+            yield latency
         yield from self._redis_metrics()
 
     def _jobs(self) -> Iterator:
@@ -77,29 +129,25 @@ class QueueCollector(Collector):
             family.add_metric([status], count)
         return iter((submitted, finished, current))
 
-    def _latency(self) -> HistogramMetricFamily:
-        from predictions.models import PredictionJob, Status
-
-        succeeded = PredictionJob.objects.filter(status=Status.SUCCEEDED, finished_at__isnull=False)
-        duration = ExpressionWrapper(
-            F("finished_at") - F("created_at"), output_field=DurationField()
-        )
-        counts = {
-            f"le_{index}": Count(
-                "pk", filter=Q(finished_at__lte=F("created_at") + timedelta(seconds=bound))
-            )
-            for index, bound in enumerate(LATENCY_BUCKETS)
-        }
+    def _latency(self) -> HistogramMetricFamily | None:
+        try:
+            fields = advance_latency()
+        except redis.RedisError:
+            logger.warning("metrics: Redis unavailable; job latency left out")
+            return None
         histogram = HistogramMetricFamily(
             "mlsite_job_latency_seconds",
-            "Submission to result of succeeded jobs (created → finished).",
+            f"Submission to result of succeeded jobs (created → finished), counted "
+            f"{SETTLE_SECONDS} s after they finish.",
             labels=["kind"],
         )
-        for row in succeeded.values("kind").annotate(n=Count("pk"), total=Sum(duration), **counts):
-            buckets = [(str(float(b)), row[f"le_{i}"]) for i, b in enumerate(LATENCY_BUCKETS)]
-            buckets.append(("+Inf", row["n"]))
-            total = row["total"].total_seconds() if row["total"] else 0.0
-            histogram.add_metric([row["kind"]], buckets, total)
+        for kind in sorted({name.split("|")[0] for name in fields if "|" in name}):
+            buckets = [
+                (str(float(bound)), fields.get(f"{kind}|le:{bound}", 0.0))
+                for bound in LATENCY_BUCKETS
+            ]
+            buckets.append(("+Inf", fields.get(f"{kind}|count", 0.0)))
+            histogram.add_metric([kind], buckets, fields.get(f"{kind}|sum", 0.0))
         return histogram
 
     def _redis_metrics(self) -> Iterator:
