@@ -112,7 +112,9 @@ class Client:
     def submit_rows(
         self, model: str, rows: list[dict[str, Any]], *, priority: int = 5, key: str = ""
     ) -> Job:
-        body = {"model": model, "inputs": rows, "priority": priority, "idempotency_key": key}
+        body: dict[str, Any] = {"model": model, "inputs": rows, "priority": priority}
+        if key:
+            body["idempotency_key"] = key
         return Job.from_json(self._json("POST", "/api/v1/jobs/", body))
 
     def submit_file(

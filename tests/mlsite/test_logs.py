@@ -7,9 +7,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-from django.core.files.uploadedfile import SimpleUploadedFile
+from rest_framework.authtoken.models import Token
 
 from mlsite.logs import JobContextFilter, JsonFormatter, job_context, job_id_among
+from predictions.client import Client
+from predictions.models import PredictionJob
 from tests import processes
 from tests.base import make_user
 from tests.builders import IRIS_FEATURES, iris_rows, make_version
@@ -77,22 +79,35 @@ def finished(job_ids: list, timeout: float = 60) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_workers_json_lines_about_a_job_carry_its_job_and_task_ids(tmp_path: Path) -> None:
-    from predictions import submission
-
+def test_a_workers_json_lines_about_a_job_carry_its_job_and_task_ids(
+    tmp_path: Path, private_redis: processes.RedisServer
+) -> None:
+    # A web server and a worker of this test's own, on its own Redis: the suite's shared
+    # worker must not take these messages, or their lines would land in another log.
     version = make_version()
-    user = make_user()
+    token = Token.objects.create(user=make_user()).key
     log = tmp_path / "worker.log"
-    rows = "\n".join(",".join(str(value) for value in row.values()) for row in iris_rows(50))
-    upload = SimpleUploadedFile("rows.csv", (",".join(IRIS_FEATURES) + "\n" + rows).encode())
-    with processes.celery_worker(
-        extra_args=("--loglevel", "INFO", "--logfile", str(log)),
-        LOG_FORMAT="json",
-        BATCH_CHUNK_ROWS="20",  # three chunks, each its own task
-    ):
-        batch, _ = submission.submit_file(user, version.ref, upload, size=upload.size)
-        single, _ = submission.submit_rows(user, version.ref, iris_rows(2))
-        finished([batch.pk, single.pk])
+    rows = tmp_path / "rows.csv"
+    rows.write_text(
+        ",".join(IRIS_FEATURES)
+        + "\n"
+        + "\n".join(",".join(str(value) for value in row.values()) for row in iris_rows(50))
+    )
+    port = processes.free_port()
+    web = processes.start_web(port, redis_url=private_redis.url)
+    try:
+        with processes.celery_worker(
+            redis_url=private_redis.url,
+            extra_args=("--loglevel", "INFO", "--logfile", str(log)),
+            LOG_FORMAT="json",
+            BATCH_CHUNK_ROWS="20",  # three chunks, each its own task
+        ):
+            client = Client(f"http://127.0.0.1:{port}", token)
+            batch = PredictionJob.objects.get(pk=client.submit_file(version.ref, rows).id)
+            single = PredictionJob.objects.get(pk=client.submit_rows(version.ref, iris_rows(2)).id)
+            finished([batch.pk, single.pk])
+    finally:
+        processes.stop(web)
 
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     about_batch = [line for line in lines if line["job_id"] == str(batch.pk)]
