@@ -9,6 +9,7 @@ run first. Run: `python -m bench.single` (BENCH_MODELS=rf,hgb by default).
 import http.client
 import json
 import os
+import resource
 import time
 from datetime import datetime
 from typing import Any
@@ -52,6 +53,11 @@ def _client_setup(stack: Stack, model: str, inputs: list[dict[str, float]]) -> c
     return setup
 
 
+def _reaped_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _slim(job: dict[str, Any]) -> dict[str, Any]:
     outputs = job.get("outputs") or [{}]
     return {
@@ -78,8 +84,13 @@ def measure(stack: Stack, kind: str, floor_rate: float) -> None:
     expected = estimator.predict(matrix)
     in_process_ms = (time.perf_counter() - started) * 1000
     clients.run(_client_setup(stack, name, inputs), 200, CLIENTS)  # warm-up: models loaded
+    cpu_before = stack.cpu_seconds()
+    cpu_before["clients"] = _reaped_cpu()
     with stack.profiled(f"single-{kind}"):
         records = clients.run(_client_setup(stack, name, inputs), JOBS, CLIENTS)
+    for part, seconds in {**stack.cpu_seconds(), "clients": _reaped_cpu()}.items():
+        used = (seconds - cpu_before[part]) / len(records) * 1000
+        report.figure("single", f"cpu_per_job_{part}", used, "ms", model=kind)
     _report(kind, records, expected, in_process_ms, floor_rate)
 
 

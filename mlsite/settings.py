@@ -67,6 +67,9 @@ def database_from_url(name: str, url: str) -> dict:
             "transaction_mode": "IMMEDIATE",
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
+        # Each new connection runs these PRAGMAs, and journal_mode takes a lock that waits
+        # on busy_timeout under write load: kept connections skip that (bench/, issue 7).
+        config["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 60)
         test_name = os.environ.get("TEST_SQLITE_NAME")
         if test_name:  # a file, so that worker processes started by tests see the same rows
             config["TEST"] = {"NAME": test_name}
