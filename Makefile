@@ -8,6 +8,11 @@ run:
 test:
 	bash scripts/test.sh $(filter-out test,$(MAKECMDGOALS)) $(ARGS)
 
+# Benchmarks (bench/): `make bench` runs single (with the floor), batch and memory, each on a
+# stack of its own under var/bench/; `make bench single` runs one; BENCH_RUNS=3 repeats.
+bench:
+	bash scripts/setup.sh && .venv/bin/python -m bench $(filter-out bench,$(MAKECMDGOALS))
+
 lint:
 	bash scripts/setup.sh && .venv/bin/ruff check . && .venv/bin/ruff format --check .
 

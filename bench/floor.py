@@ -5,12 +5,13 @@ backend, the yardstick the `single` bench is held to. Run: `python -m bench.floo
 """
 
 import os
+import resource
 import subprocess
 import sys
 from typing import Any
 
 from . import clients, report
-from .stack import PYTHON, ROOT, WORKER_CONCURRENCY, Stack, free_port, wait_for
+from .stack import PYTHON, ROOT, WORKER_CONCURRENCY, Stack, free_port, tree_cpu, wait_for
 from .workload import percentile
 
 JOBS = int(os.environ.get("BENCH_JOBS", "2000"))
@@ -28,6 +29,15 @@ def _setup() -> clients.Work:
         return {}
 
     return work
+
+
+def _cpu(worker_pid: int, stack: Stack) -> dict[str, float]:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "worker": tree_cpu(worker_pid),
+        "redis": stack.cpu_seconds()["redis"],
+        "clients": usage.ru_utime + usage.ru_stime,
+    }
 
 
 def measure(stack: Stack) -> float:
@@ -49,7 +59,12 @@ def measure(stack: Stack) -> float:
         hostname = name.replace("%h", __import__("socket").gethostname())
         wait_for(lambda: control.control.ping([hostname], timeout=0.5), 60, "floor worker")
         clients.run(_setup, 100, CLIENTS)  # warm-up: pool processes, connections
+        before = _cpu(worker.pid, stack)
         records = clients.run(_setup, JOBS, CLIENTS)
+        used = {
+            part: (after - before[part]) / JOBS * 1000
+            for part, after in _cpu(worker.pid, stack).items()
+        }
     finally:
         worker.terminate()
         worker.wait(30)
@@ -60,6 +75,8 @@ def measure(stack: Stack) -> float:
     report.figure("floor", "jobs_per_s", rate, "jobs/s", jobs=len(records), clients=CLIENTS)
     report.figure("floor", "latency_p50", percentile(latencies, 50), "ms")
     report.figure("floor", "latency_p99", percentile(latencies, 99), "ms")
+    for part, ms in used.items():
+        report.figure("floor", f"cpu_per_job_{part}", ms, "ms")
     return rate
 
 

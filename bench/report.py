@@ -6,17 +6,31 @@ import sys
 from typing import Any
 
 _figures: list[dict[str, Any]] = []
+_run = {"run": 1}
+
+
+def set_run(run: int) -> None:
+    """Number the figures of a repeated run (BENCH_RUNS); the table shows this run's."""
+    _run["run"] = run
+    _figures.clear()
 
 
 def figure(bench: str, name: str, value: float, unit: str, **context: Any) -> None:
     """Print one figure as a JSON line and keep it for the table."""
-    row = {"bench": bench, "figure": name, "value": round(float(value), 4), "unit": unit, **context}
+    row = {
+        "bench": bench,
+        "figure": name,
+        "value": round(float(value), 4),
+        "unit": unit,
+        "run": _run["run"],
+        **context,
+    }
     _figures.append(row)
     print(json.dumps(row), flush=True)
 
 
 def verdict(bench: str, target: str, met: bool, **context: Any) -> None:
-    row = {"bench": bench, "target": target, "met": met, **context}
+    row = {"bench": bench, "target": target, "met": met, "run": _run["run"], **context}
     _figures.append(row)
     print(json.dumps(row), flush=True)
 

@@ -65,7 +65,7 @@ def _reset_postgres(url: str) -> None:
         conn.execute(f'CREATE DATABASE "{name}"')
 
 
-def _tree_cpu(pid: int) -> float:
+def tree_cpu(pid: int) -> float:
     """User + system seconds of a process and its descendants (live ones), from /proc."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -73,7 +73,7 @@ def _tree_cpu(pid: int) -> float:
     except OSError:
         return 0.0
     own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return own + sum(_tree_cpu(int(child)) for child in children)
+    return own + sum(tree_cpu(int(child)) for child in children)
 
 
 class Stack(AbstractContextManager):
@@ -226,7 +226,7 @@ class Stack(AbstractContextManager):
     def cpu_seconds(self) -> dict[str, float]:
         """CPU time used so far by each part of the stack (a process and its children)."""
         parts = {"web": self.web, "worker": self.worker, "redis": self.processes[0]}
-        return {part: _tree_cpu(p.pid) for part, p in parts.items() if p is not None}
+        return {part: tree_cpu(p.pid) for part, p in parts.items() if p is not None}
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Token {self.token}"} if self.token else {}
