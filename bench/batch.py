@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from . import report, workload
+from .single import _epoch
 from .stack import ROOT, Stack
 
 ROWS = int(os.environ.get("BENCH_BATCH_ROWS", "1000000"))
@@ -39,25 +40,43 @@ def in_process(kind: str, source: Path, target: Path) -> tuple[float, np.ndarray
     estimator = workload.fitted(kind)
     started = time.perf_counter()
     frame = pd.read_csv(source)
+    read = time.perf_counter()
     probabilities = estimator.predict_proba(frame.to_numpy())
+    predicted = time.perf_counter()
     predictions = estimator.classes_.take(probabilities.argmax(axis=1))
     out = pd.DataFrame({"prediction": predictions})
     for i, label in enumerate(estimator.classes_):
         out[f"probability_{label}"] = probabilities[:, i]
     out.to_csv(target, index=False)
-    return time.perf_counter() - started, predictions
+    done = time.perf_counter()
+    for step, seconds in (("read", read - started), ("predict", predicted - read)):
+        report.figure("batch", f"in_process_{step}_seconds", seconds, "s", model=kind)
+    report.figure("batch", "in_process_write_seconds", done - predicted, "s", model=kind)
+    return done - started, predictions
 
 
 def through_service(stack: Stack, model: str, source: Path, target: Path) -> tuple[float, dict]:
     """Upload, wait as the README says (GET ?wait=), download; wall seconds and the job."""
     started = time.perf_counter()
     job = workload.post_file(stack, "/api/v1/jobs/", {"model": model}, source)
+    uploaded = time.perf_counter()
     while job["status"] in ("queued", "running"):
         job = workload.get_json(stack, f"/api/v1/jobs/{job['id']}/?wait=30")
     if job["status"] != "succeeded":
         raise RuntimeError(f"batch job {job['id']} {job['status']}: {job['error_message']}")
+    finished = time.perf_counter()
     workload.download(stack, f"/api/v1/jobs/{job['id']}/result/?format=csv", target)
-    return time.perf_counter() - started, job
+    done = time.perf_counter()
+    kind = model.removeprefix("bench-")
+    steps = {
+        "upload": uploaded - started,
+        "queued": _epoch(job["started_at"]) - _epoch(job["created_at"]),
+        "run": _epoch(job["finished_at"]) - _epoch(job["started_at"]),
+        "download": done - finished,
+    }
+    for step, seconds in steps.items():
+        report.figure("batch", f"service_{step}_seconds", seconds, "s", model=kind)
+    return done - started, job
 
 
 def measure(stack: Stack, kind: str) -> None:
