@@ -1,12 +1,15 @@
-"""celery-batches, with the two guarantees every other task of ours has: a time limit, and
-its messages settled when the pool process running the micro-batch dies."""
+"""celery-batches, made to survive what the fault tests do to it: a flush runs under the time
+limits, its messages are settled when its pool process dies, and the flush timer comes back
+after the worker reconnects to the broker."""
 
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 from billiard.einfo import ExceptionInfo
 from billiard.exceptions import WorkerLostError
+from celery.app import Celery
+from celery.worker.consumer import Consumer
 from celery.worker.request import Request
 from celery_batches import Batches, SimpleRequest
 from celery_batches.trace import apply_batches_task
@@ -26,6 +29,23 @@ class RecoverableBatches(Batches):
     """
 
     abstract = True
+
+    def Strategy(self, task: Batches, app: Celery, consumer: Consumer) -> Callable:
+        """celery-batches' message handler, re-arming a flush timer the consumer dropped.
+
+        On a broker reconnect Celery clears its timer; celery-batches still holds the dropped
+        entry and never starts another, so its buffer (and with it the prefetch window) only
+        empties when flush_every requests arrive: with fewer, the worker stalls for good.
+        """
+        handle = super().Strategy(task, app, consumer)
+        timer = consumer.timer
+
+        def handle_with_live_timer(*args: Any, **kwargs: Any) -> None:
+            if self._tref is not None and not _is_scheduled(timer, self._tref):
+                self._tref = None  # the handler starts a new timer when it sees None
+            handle(*args, **kwargs)
+
+        return handle_with_live_timer
 
     def flush(self, requests: Collection[Request]) -> Any:
         requests = list(requests)
@@ -71,3 +91,7 @@ class RecoverableBatches(Batches):
             "timeout": self.time_limit or conf.task_time_limit,
             "soft_timeout": self.soft_time_limit or conf.task_soft_time_limit,
         }
+
+
+def _is_scheduled(timer: Any, entry: Any) -> bool:
+    return any(scheduled[2] is entry for scheduled in timer.schedule._queue)
