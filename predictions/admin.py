@@ -188,9 +188,9 @@ class PredictionJobAdmin(admin.ModelAdmin):
         colour = STATUS_COLOURS.get(job.status, "#777")
         return format_html('<b style="color:{}">{}</b>', colour, job.get_status_display())
 
-    @admin.display(description="model@version", ordering="version__registered_model__name")
+    @admin.display(description="model version", ordering="version__registered_model__name")
     def model_at_version(self, job: PredictionJob) -> str:
-        return f"{job.version.registered_model.name}@{job.version.number}"
+        return job.version.ref  # the reference a user would type: iris:3
 
     @admin.display(description="progress")
     def progress_bar(self, job: PredictionJob) -> SafeString:

@@ -74,7 +74,7 @@ def test_the_list_and_job_page_show_progress_and_the_error(admin_client) -> None
         status=Status.FAILED, error_code="scoring_failed", error_message="boom", rows_done=1
     )
     listing = admin_client.get(LIST_URL).content.decode()
-    assert "<progress" in listing and "iris@1" in listing
+    assert "<progress" in listing and "iris:1" in listing
     page = admin_client.get(f"{LIST_URL}{job.pk}/change/").content.decode()
     assert "scoring_failed" in page and "boom" in page and "sepal_length" in page
 
