@@ -138,6 +138,7 @@ class JobViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
     def create(self, request: Request) -> Response:
         is_file = request.content_type.startswith("multipart/")
         _check_body_size(request, is_file)
+        wait = _wait_seconds(request)  # a bad wait is refused before any job exists
         if is_file:
             incoming = SubmitFileSerializer(data=request.data)
             incoming.is_valid(raise_exception=True)
@@ -149,7 +150,7 @@ class JobViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
             incoming = SubmitRowsSerializer(data=request.data)
             incoming.is_valid(raise_exception=True)
             job, created = submission.submit_rows(request.user, **_named(incoming))
-        job = waiting.wait_until_finished(job, _wait_seconds(request))
+        job = waiting.wait_until_finished(job, wait)
         answer = status.HTTP_201_CREATED if created else status.HTTP_200_OK
         return Response(self._render(job), status=answer)
 
