@@ -109,7 +109,7 @@ def _convert(
 
 
 def _empty(features: Sequence[str], id_column: str, text: bool) -> pa.Table:
-    kind = pa.string() if text else pa.float64()
+    kind = pa.binary() if text else pa.float64()
     columns = {name: pa.array([], kind) for name in features}
     if id_column:
         columns[id_column] = pa.array([], pa.string())
@@ -133,7 +133,9 @@ def _csv_batches(
         bad_lines.append(f"expected {row.expected_columns} columns, got {row.actual_columns}")
         return "skip"
 
-    kind = pa.string() if text else pa.float64()
+    # Text mode reads feature cells as bytes: a cell that is not UTF-8 then fails its own row
+    # ("not a number") instead of the whole file.
+    kind = pa.binary() if text else pa.float64()
     types = {name: kind for name in features}
     if id_column:
         types[id_column] = pa.string()
@@ -145,11 +147,16 @@ def _csv_batches(
             convert_options=pa_csv.ConvertOptions(column_types=types, strings_can_be_null=False),
         )
     except pa.ArrowInvalid as exc:
-        if "CSV conversion error" in str(exc):
+        if "CSV conversion error" in str(exc) and not text:
             raise
         raise BadFile(f"the CSV file cannot be read: {exc}") from None
-    for batch in reader:
-        yield batch.select([*features, *([id_column] if id_column else [])])
+    try:
+        for batch in reader:
+            yield batch.select([*features, *([id_column] if id_column else [])])
+    except pa.ArrowInvalid as exc:
+        if not text:
+            raise  # the caller reads the file again in text mode
+        raise BadFile(f"the CSV file cannot be read: {exc}") from None
 
 
 def _parquet_batches(
@@ -185,7 +192,7 @@ def read_chunk(path: Path, index: int, features: Sequence[str], id_column: str) 
     unreadable = np.zeros(table.num_rows, dtype=bool)
     for name in features:
         column = table.column(name)
-        if pa.types.is_string(column.type):
+        if pa.types.is_string(column.type) or pa.types.is_binary(column.type):
             values = pd.to_numeric(pd.Series(column.to_numpy(zero_copy_only=False)), "coerce")
             unreadable |= values.isna().to_numpy()
             columns.append(values.to_numpy(dtype=np.float64))
@@ -202,6 +209,8 @@ def read_chunk(path: Path, index: int, features: Sequence[str], id_column: str) 
 def _reason(table: pa.Table, features: Sequence[str], row: int) -> str:
     for name in features:
         value = table.column(name)[row].as_py()
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
         try:
             number = float(value) if value not in (None, "") else None
         except (TypeError, ValueError):

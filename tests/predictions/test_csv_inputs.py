@@ -1,0 +1,73 @@
+"""Awkward CSV uploads through a real worker: a clear error per bad row, a safe result file."""
+
+import csv
+import io
+
+import pytest
+from rest_framework.test import APIClient
+
+from predictions.models import PredictionJob, Status
+from tests.base import make_user
+from tests.builders import IRIS_FEATURES, make_version
+from tests.processes import wait_for
+
+HEADER = "id," + ",".join(IRIS_FEATURES)
+
+
+def upload_and_wait(content: bytes) -> PredictionJob:
+    client = APIClient()
+    client.force_authenticate(make_user())
+    upload = io.BytesIO(content)
+    upload.name = "rows.csv"
+    answer = client.post(
+        "/api/v1/jobs/", {"model": "iris", "file": upload, "id_column": "id"}, format="multipart"
+    )
+    assert answer.status_code == 201, answer.json()
+    job_id = answer.json()["id"]
+    wait_for(lambda: PredictionJob.objects.get(pk=job_id).is_finished, 30, "the batch job")
+    return PredictionJob.objects.get(pk=job_id)
+
+
+def read_csv(field) -> list[list[str]]:
+    with field.open("rb") as stream:
+        return list(csv.reader(io.StringIO(stream.read().decode("utf-8"))))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_byte_order_mark_ragged_rows_and_bad_bytes_fail_only_their_rows(live_worker) -> None:
+    make_version()
+    lines = [
+        HEADER,
+        "a,5.1,3.5,1.4,0.2",
+        "b,5.1,3.5",  # ragged: too few cells
+        "c,6.0,2.9,4.5,1.5,9,9",  # ragged: too many
+        "d,6.3,\xff\xfe,5.0,1.9",  # not UTF-8 (latin-1 bytes)
+        "e,6.7,3.0,5.2,2.3",
+    ]
+    content = b"\xef\xbb\xbf" + "\n".join(lines).encode("latin-1") + b"\n"
+
+    job = upload_and_wait(content)
+
+    assert job.status == Status.SUCCEEDED, (job.error_code, job.error_message)
+    assert job.rows_failed >= 2
+    scored = read_csv(job.result_file)
+    assert scored[0][0] == "id"  # the BOM did not become part of the first column's name
+    assert {row[0] for row in scored[1:]} >= {"a", "e"}
+    errors = read_csv(job.error_file)
+    reasons = " ".join(row[-1] for row in errors[1:])
+    assert "columns" in reasons  # each ragged line says what was wrong with it
+
+
+@pytest.mark.django_db(transaction=True)
+def test_formula_looking_ids_are_escaped_in_the_result_file(live_worker) -> None:
+    make_version()
+    hostile = ['=HYPERLINK("http://evil")', "+1+1", "-2", "@SUM(A1)", "plain"]
+    lines = [HEADER] + [
+        f'"{name.replace(chr(34), 2 * chr(34))}",5.1,3.5,1.4,0.2' for name in hostile
+    ]
+
+    job = upload_and_wait(("\n".join(lines) + "\n").encode())
+
+    assert job.status == Status.SUCCEEDED
+    ids = [row[0] for row in read_csv(job.result_file)[1:]]
+    assert ids == ["'" + name for name in hostile[:4]] + ["plain"]
