@@ -52,7 +52,8 @@ def test_redis_restarted_without_its_queue_still_runs_all_500_queued_jobs_once(
         recovered_in_s=round(seconds, 1),
     )
     figures.report("Redis restarted without saving, 500 queued")
-    assert queued_before == 500 and queued_after_restart == 0
+    # A BRPOP the worker issued before it was paused may still take one message.
+    assert queued_before >= 499 and queued_after_restart == 0
     assert lost_with_redis >= 200  # most of the 500 were only in Redis when it died
     figures.assert_zero()
     assert worker.poll() is None
