@@ -5,14 +5,12 @@ its own; the worker keeps MODEL_CACHE_SIZE of them (LRU). After the first cycle 
 is full and evictions balance loads: RSS should stay flat. Run: `python -m bench.memory`.
 """
 
-import io
 import os
+import subprocess
 from pathlib import Path
 
-import joblib
-
 from . import report, workload
-from .stack import Stack
+from .stack import PYTHON, Stack
 
 VERSIONS = int(os.environ.get("BENCH_MEMORY_VERSIONS", "20"))
 CYCLES = int(os.environ.get("BENCH_MEMORY_CYCLES", "3"))
@@ -28,14 +26,22 @@ def _status_kb(pid: int | str, field: str) -> int:
     return 0
 
 
-def model_size_mb(kind: str) -> float:
-    """What one loaded copy of the model adds to a process (RSS before and after a load)."""
-    data = workload.artifact(kind)
-    before = _status_kb("self", "VmRSS")
-    model = joblib.load(io.BytesIO(data))
-    grown = (_status_kb("self", "VmRSS") - before) / 1024
-    del model
-    return grown
+def model_size_mb(kind: str, directory: Path) -> float:
+    """What one loaded copy of the model adds to a fresh process (RSS before and after)."""
+    path = directory / f"{kind}.joblib"
+    path.write_bytes(workload.artifact(kind))
+    script = (
+        "import sys, joblib\n"
+        "def rss():\n"
+        "    line = [l for l in open('/proc/self/status') if l.startswith('VmRSS:')][0]\n"
+        "    return int(line.split()[1])\n"
+        "import sklearn.ensemble, numpy\n"
+        "before = rss(); model = joblib.load(sys.argv[1]); print((rss() - before) / 1024)\n"
+    )
+    done = subprocess.run(
+        [PYTHON, "-c", script, str(path)], capture_output=True, text=True, check=True
+    )
+    return float(done.stdout.strip())
 
 
 def worker_rss(stack: Stack) -> tuple[float, float]:
@@ -47,8 +53,8 @@ def worker_rss(stack: Stack) -> tuple[float, float]:
 
 
 def main() -> None:
-    per_model = model_size_mb(KIND)
     with Stack("memory") as stack:
+        per_model = model_size_mb(KIND, stack.dir)
         name = f"bench-mem-{KIND}"
         for _ in range(VERSIONS):
             workload.register(stack, name, KIND, promote=False)

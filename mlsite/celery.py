@@ -3,7 +3,7 @@
 import os
 
 from celery import Celery
-from celery.signals import setup_logging, worker_process_init
+from celery.signals import setup_logging, task_postrun, worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mlsite.settings")
 
@@ -46,3 +46,12 @@ def limit_native_threads(**_: object) -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(int(os.environ.get("WORKER_NATIVE_THREADS", "1")))
+
+
+@task_postrun.connect
+def close_stale_connections(**_: object) -> None:
+    # Connections outlive a task (CELERY_DB_REUSE_MAX); like Django after each request, drop
+    # the ones that errored or are older than CONN_MAX_AGE, so a lost database is reconnected.
+    from django.db import close_old_connections
+
+    close_old_connections()
