@@ -10,11 +10,13 @@ from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.mixins import ListModelMixin, RetrieveModelMixin
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.viewsets import GenericViewSet, ReadOnlyModelViewSet
+
+from mlsite.parsers import StrictJSONParser
 
 from .. import versions
 from ..models import ModelVersion, RegisteredModel, Stage
@@ -89,7 +91,7 @@ class ModelVersionViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
 
     queryset = ModelVersion.objects.none()  # for the schema only: get_queryset decides
     lookup_field = "number"
-    parser_classes = [JSONParser, MultiPartParser, FormParser]
+    parser_classes = [StrictJSONParser, MultiPartParser, FormParser]
 
     def get_queryset(self) -> QuerySet[ModelVersion]:
         model = get_object_or_404(RegisteredModel, name=self.kwargs["model_name"])
