@@ -51,18 +51,20 @@ def resolve(ref: str) -> ModelVersion:
     versions = ModelVersion.objects.select_related("registered_model").filter(
         registered_model__name=name
     )
-    if not RegisteredModel.objects.filter(name=name).exists():
-        raise UnknownModel(f"no model named {name!r}")
+    # One query when the reference resolves (every submission pays for it); the model's
+    # existence is asked only to word the error.
     if match["number"]:
         version = versions.filter(number=int(match["number"])).first()
-        if version is None:
-            raise UnknownModel(f"model {name!r} has no version {match['number']}")
+        missing = f"model {name!r} has no version {match['number']}"
+    else:
+        stage = match["stage"] or Stage.PRODUCTION
+        version = versions.filter(stage=stage).order_by("-number").first()
+        missing = f"model {name!r} has no {stage} version"
+    if version is not None:
         return version
-    stage = match["stage"] or Stage.PRODUCTION
-    version = versions.filter(stage=stage).order_by("-number").first()
-    if version is None:
-        raise UnknownModel(f"model {name!r} has no {stage} version")
-    return version
+    if not RegisteredModel.objects.filter(name=name).exists():
+        raise UnknownModel(f"no model named {name!r}")
+    raise UnknownModel(missing)
 
 
 def sha256_of(stream: IO[bytes]) -> str:

@@ -2,7 +2,7 @@
 
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -77,10 +77,17 @@ def claim_many(
     return [job for job in claimed if task_of.get(str(job.pk)) == job.task_id]
 
 
-def score_jobs(jobs: Sequence[PredictionJob], *, now: datetime | None = None) -> list[str]:
+def score_jobs(
+    jobs: Sequence[PredictionJob],
+    *,
+    now: datetime | None = None,
+    on_written: Callable[[list[PredictionJob]], None] | None = None,
+) -> list[str]:
     """Score claimed small jobs, one model call per version; write outputs; return finished ids.
 
-    A version that cannot be loaded or scored fails its own jobs and no others.
+    A version that cannot be loaded or scored fails its own jobs and no others. `on_written`
+    is called with the jobs written, in the same transaction as their rows (one commit, so one
+    wait for SQLite's write lock, per micro-batch).
     """
     by_version: dict[int, list[PredictionJob]] = defaultdict(list)
     for job in jobs:
@@ -102,13 +109,17 @@ def score_jobs(jobs: Sequence[PredictionJob], *, now: datetime | None = None) ->
     ours = PredictionJob.objects.filter(
         status=Status.RUNNING, task_id__in=[job.task_id for job in jobs]
     )
-    ours.bulk_update(jobs, [*fields, "lease_expires_at"])
-    # As in claim_many, our rows are told apart by the exact time we wrote on them.
-    written = PredictionJob.objects.filter(
-        pk__in=[job.pk for job in jobs], finished_at=finished_at
-    ).values_list("pk", "task_id")
-    task_of = {str(job.pk): job.task_id for job in jobs}
-    finished = [str(pk) for pk, task_id in written if task_of[str(pk)] == task_id]
+    with transaction.atomic():
+        ours.bulk_update(jobs, [*fields, "lease_expires_at"])
+        # As in claim_many, our rows are told apart by the exact time we wrote on them.
+        written = PredictionJob.objects.filter(
+            pk__in=[job.pk for job in jobs], finished_at=finished_at
+        ).values_list("pk", "task_id")
+        task_of = {str(job.pk): job.task_id for job in jobs}
+        finished = [str(pk) for pk, task_id in written if task_of[str(pk)] == task_id]
+        if on_written is not None:
+            ids = set(finished)
+            on_written([job for job in jobs if str(job.pk) in ids])
     waiting.announce_finished(finished)
     return finished
 

@@ -10,6 +10,7 @@ from django.db import DatabaseError, OperationalError
 
 from . import batching, reconcile, running, taskresults
 from .microbatches import RecoverableBatches
+from .models import PredictionJob
 
 # A database that is briefly away (restart, failover, a locked SQLite) is retried with
 # backoff: 1, 2, 4 … 60 s. Every task claims before it works, so a retry is harmless.
@@ -39,13 +40,15 @@ def score_single_jobs(requests: list[SimpleRequest]) -> int:
     jobs = running.claim_many([(str(request.args[0]), request.id) for request in requests])
     if not jobs:
         return 0
-    written = set(running.score_jobs(jobs))
-    taskresults.record_done(
-        [(job.task_id, running.summary(job)) for job in jobs if str(job.pk) in written],
-        task_name=score_single_jobs.name,
-        worker=requests[0].hostname,
-    )
-    return len(written)
+
+    def record(written: list[PredictionJob]) -> None:
+        taskresults.record_done(
+            [(job.task_id, running.summary(job)) for job in written],
+            task_name=score_single_jobs.name,
+            worker=requests[0].hostname,
+        )
+
+    return len(running.score_jobs(jobs, on_written=record))
 
 
 @shared_task(acks_late=True, **DB_RETRY)
