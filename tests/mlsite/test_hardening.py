@@ -93,7 +93,8 @@ def test_check_deploy_is_clean_with_production_settings() -> None:
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("SECURE_", "DEBUG", "SECRET_KEY"))
+        # DJANGO_ALLOW_ASYNC_UNSAFE is set by the browser tests' conftest for Playwright.
+        if not key.startswith(("SECURE_", "DEBUG", "SECRET_KEY", "DJANGO_ALLOW_ASYNC_UNSAFE"))
     }
     env.update(
         DEBUG="0",
