@@ -179,7 +179,7 @@ def position_in_queue(queue: str, task_id: str) -> int | None:
     return None
 
 
-def _task_id_of(raw: bytes) -> str | None:
+def _task_id_of(raw: bytes | str) -> str | None:
     try:
         return json.loads(raw)["headers"]["id"]
     except (ValueError, KeyError, TypeError):

@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import cast
 
 import redis
 from django.conf import settings
@@ -50,7 +51,9 @@ def advance_latency(now: float | None = None) -> dict[str, float]:
             _count_new_latencies(client, (now or time.time()) - SETTLE_SECONDS)
         finally:
             lock.release()
-    return {key.decode(): float(value) for key, value in client.hgetall(LATENCY_KEY).items()}
+    # The client does not decode responses: keys are bytes.
+    latencies = client.hgetall(LATENCY_KEY).items()
+    return {cast(bytes, key).decode(): float(value) for key, value in latencies}
 
 
 def _count_new_latencies(client: redis.Redis, until: float) -> None:
@@ -67,7 +70,8 @@ def _count_new_latencies(client: redis.Redis, until: float) -> None:
     increments: dict[str, int] = {}
     sums: dict[str, float] = {}
     for kind, created, finished in window.values_list("kind", "created_at", "finished_at"):
-        seconds = max((finished - created).total_seconds(), 0.0)
+        # finished_at__gte above leaves out jobs without a finish time.
+        seconds = max((cast(datetime, finished) - created).total_seconds(), 0.0)
         for bound in [b for b in LATENCY_BUCKETS if seconds <= b]:
             increments[f"{kind}|le:{bound}"] = increments.get(f"{kind}|le:{bound}", 0) + 1
         increments[f"{kind}|count"] = increments.get(f"{kind}|count", 0) + 1
@@ -163,7 +167,7 @@ class QueueCollector(Collector):
             logger.warning("metrics: Redis unavailable; queue depths and load times left out")
             return
         yield depth
-        yield _model_load_histogram({k.decode(): float(v) for k, v in loads.items()})
+        yield _model_load_histogram({cast(bytes, k).decode(): float(v) for k, v in loads.items()})
         beat = GaugeMetricFamily(
             "mlsite_beat_seconds_since_tick",
             "Seconds since celery beat last ticked (absent: no tick in the last minute).",

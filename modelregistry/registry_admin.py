@@ -1,9 +1,10 @@
 """Admin screens for the registry: models, versions (upload, stage actions, verify), history."""
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import admin, messages
+from django.contrib.auth.models import User
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -40,13 +41,18 @@ def human_size(size: int) -> str:
     return f"{size / 1024:.1f} KiB" if size < 1024 * 1024 else f"{size / 1024 / 1024:.1f} MiB"
 
 
+def _staff(request: HttpRequest) -> User:
+    """The signed-in user: the admin lets no anonymous user this far."""
+    return cast(User, request.user)
+
+
 def rollback_models(
     modeladmin: admin.ModelAdmin, request: HttpRequest, models: QuerySet[RegisteredModel]
 ) -> None:
     done = []
     for model in models:
         try:
-            done.append(versions.rollback(model, user=request.user, note="admin rollback").ref)
+            done.append(versions.rollback(model, user=_staff(request), note="admin rollback").ref)
         except DomainError as exc:
             modeladmin.message_user(request, str(exc), messages.WARNING)
     if done:
@@ -148,7 +154,7 @@ class StageChangeInline(admin.TabularInline):
     model = StageChange
     verbose_name_plural = "stage history"
     fields = ["changed_at", "from_stage", "to_stage", "changed_by", "note"]
-    readonly_fields = fields
+    readonly_fields = cast(list[str], fields)  # plain names, no groups
     extra = 0
     max_num = 0
     can_delete = False
@@ -239,7 +245,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any):
         if obj is None:
             kwargs["form"] = UploadVersionForm
-        form = super().get_form(request, obj, change, **kwargs)
+        # The form class is made per request; UploadVersionForm reads these two attributes.
+        form: Any = super().get_form(request, obj, change, **kwargs)
         form.user = request.user
         form.may_create_models = request.user.has_perm("modelregistry.add_registeredmodel")
         return form
@@ -304,7 +311,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         for version in selected.select_related("registered_model"):
             try:
                 before = version.stage
-                if versions.promote(version, stage, user=request.user).stage != before:
+                if versions.promote(version, stage, user=_staff(request)).stage != before:
                     moved += 1
             except DomainError as exc:
                 self.message_user(request, str(exc), messages.WARNING)
@@ -371,7 +378,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         if isinstance(version, HttpResponse):
             return version
         try:
-            moved = versions.promote(version, request.POST.get("stage", ""), user=request.user)
+            moved = versions.promote(version, request.POST.get("stage", ""), user=_staff(request))
             self.message_user(request, f"{moved.ref} is now {moved.get_stage_display().lower()}.")
         except DomainError as exc:
             self.message_user(request, str(exc), messages.ERROR)

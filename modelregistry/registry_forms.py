@@ -1,6 +1,6 @@
 """The admin's upload form: a new version from an artifact file, checked like an API upload."""
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 
@@ -48,8 +48,10 @@ class UploadVersionForm(forms.ModelForm):
         fields: list[str] = []
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
-        name = data.get("new_model_name") or getattr(data.get("existing_model"), "name", "")
+        data = cast(dict[str, Any], super().clean())  # ModelForm.clean returns cleaned_data
+        name = cast(
+            str, data.get("new_model_name") or getattr(data.get("existing_model"), "name", "")
+        )
         if bool(data.get("new_model_name")) == bool(data.get("existing_model")):
             raise forms.ValidationError("Choose an existing model or name a new one (not both).")
         if data.get("new_model_name") and not self.may_create_models:

@@ -1,9 +1,10 @@
 """Training on a dataset: load it, build an allow-listed estimator, fit, score, decide promotion."""
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePath
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -85,7 +86,7 @@ METRICS_BY_KIND: dict[str, tuple[str, ...]] = {
 }
 LOWER_IS_BETTER = {Metric.RMSE, Metric.MAE}
 
-_LOADERS = {
+_LOADERS: dict[str, Callable[..., Any]] = {
     BuiltinDataset.IRIS: sklearn_datasets.load_iris,
     BuiltinDataset.WINE: sklearn_datasets.load_wine,
     BuiltinDataset.BREAST_CANCER: sklearn_datasets.load_breast_cancer,
@@ -111,7 +112,7 @@ def load_dataset(dataset: Dataset) -> tuple[pd.DataFrame, pd.Series]:
         features, target = bunch.data, bunch.target
     else:
         with dataset.file.open("rb") as stream:
-            frame = _read_table(stream, dataset.file.name)
+            frame = _read_table(stream, cast(str, dataset.file.name))
         column = dataset.target_column
         if column not in frame.columns:
             raise BadDataset(f"dataset {dataset.name!r} has no target column {column!r}")
@@ -280,7 +281,7 @@ def score(estimator: Any, holdout: Holdout, kind: str) -> dict[str, float]:
             Metric.MAE: float(mean_absolute_error(truth, predicted)),
             Metric.R2: float(r2_score(truth, predicted)),
         }
-    metrics = {
+    metrics: dict[str, float] = {
         Metric.ACCURACY: float(accuracy_score(truth, predicted)),
         Metric.F1: float(f1_score(truth, predicted, average="macro")),
     }

@@ -1,6 +1,6 @@
 """Admin screens for training: datasets, specs (retrain now, schedule, chart) and runs."""
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import admin, messages
@@ -18,7 +18,7 @@ from .models import Dataset, RunStatus, RunTrigger, TrainingRun, TrainingSpec
 from .training_charts import metric_chart
 
 CHART_RUNS = 30
-STATUS_COLOURS = {
+STATUS_COLOURS: dict[str, str] = {
     RunStatus.QUEUED: "#777",
     RunStatus.RUNNING: "#1a6fb0",
     RunStatus.SUCCEEDED: "#2e7d32",
@@ -39,7 +39,7 @@ class DatasetForm(forms.ModelForm):
         fields = ["name", "description", "builtin", "file", "target_column"]
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = cast(dict[str, Any], super().clean())  # ModelForm.clean returns cleaned_data
         builtin, upload = data.get("builtin"), data.get("file")
         if bool(builtin) == bool(upload):
             raise forms.ValidationError("Choose a built-in dataset or upload a file, not both.")
@@ -70,7 +70,7 @@ class DatasetAdmin(admin.ModelAdmin):
     ]
 
     @admin.display(description="source")
-    def source(self, dataset: Dataset) -> str:
+    def source(self, dataset: Dataset) -> str | None:
         return (
             f"built-in: {dataset.get_builtin_display()}" if dataset.builtin else dataset.file.name
         )
@@ -96,7 +96,7 @@ class TrainingSpecForm(forms.ModelForm):
         ]
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = cast(dict[str, Any], super().clean())  # ModelForm.clean returns cleaned_data
         try:
             scheduling.zone_of(data.get("timezone") or "")
             if (

@@ -4,7 +4,7 @@ import hashlib
 import re
 from typing import IO, Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.files import File
 from django.db import IntegrityError, transaction
 from django.db.models import Max, Q
@@ -82,7 +82,7 @@ def register_version(
     *,
     estimator_class: str,
     artifact_format: str = ArtifactFormat.JOBLIB,
-    created_by: AbstractBaseUser | None = None,
+    created_by: User | None = None,
     source: str = VersionSource.UPLOAD,
     metrics: dict[str, Any] | None = None,
     params: dict[str, Any] | None = None,
@@ -118,7 +118,7 @@ def upload(
     artifact: IO[bytes],
     *,
     artifact_format: str = ArtifactFormat.JOBLIB,
-    created_by: AbstractBaseUser | None = None,
+    created_by: User | None = None,
     description: str = "",
     metrics: dict[str, Any] | None = None,
 ) -> ModelVersion:
@@ -152,7 +152,7 @@ def register_estimator(
     *,
     artifact_format: str = ArtifactFormat.JOBLIB,
     source: str = VersionSource.TRAINING,
-    created_by: AbstractBaseUser | None = None,
+    created_by: User | None = None,
     metrics: dict[str, Any] | None = None,
     description: str = "",
 ) -> ModelVersion:
@@ -176,7 +176,7 @@ def register_estimator(
 
 
 def _model_for(
-    name: str, inspection: artifacts.Inspection, created_by: AbstractBaseUser | None
+    name: str, inspection: artifacts.Inspection, created_by: User | None
 ) -> RegisteredModel:
     if not SLUG_PATTERN.match(name):
         raise BadInput(f"{name!r} is not a model name (letters, digits, - and _)", field="name")
@@ -213,7 +213,7 @@ def check_fits(model: RegisteredModel, inspection: artifacts.Inspection) -> None
 
 
 def promote(
-    version: ModelVersion, stage: str, *, user: AbstractBaseUser | None = None, note: str = ""
+    version: ModelVersion, stage: str, *, user: User | None = None, note: str = ""
 ) -> ModelVersion:
     """Move a version to `stage`, recording a StageChange; a no-op when it is already there.
 
@@ -246,7 +246,7 @@ def _check_servable(version: ModelVersion) -> None:
         raise StageConflict(f"{version.ref} is unusable ({version.unusable_reason})")
 
 
-def _move(version: ModelVersion, stage: str, user: AbstractBaseUser | None, note: str) -> None:
+def _move(version: ModelVersion, stage: str, user: User | None, note: str) -> None:
     StageChange.objects.create(
         version=version, from_stage=version.stage, to_stage=stage, changed_by=user, note=note
     )
@@ -274,9 +274,7 @@ def previous_production(model: RegisteredModel) -> ModelVersion | None:
     return was_in_production.select_related("registered_model").order_by("-number").first()
 
 
-def rollback(
-    model: RegisteredModel, *, user: AbstractBaseUser | None = None, note: str = ""
-) -> ModelVersion:
+def rollback(model: RegisteredModel, *, user: User | None = None, note: str = "") -> ModelVersion:
     """Put the previous production version back in production. Raises StageConflict."""
     previous = previous_production(model)
     if previous is None:

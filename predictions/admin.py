@@ -1,10 +1,11 @@
 """The jobs screens: browse, follow progress, cancel, retry, and submit a job as staff."""
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import admin
+from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
@@ -19,7 +20,7 @@ from . import inputs, running, submission
 from .models import BatchChunk, PredictionJob, Status
 
 PREVIEW_ROWS = 20
-STATUS_COLOURS = {
+STATUS_COLOURS: dict[str, str] = {
     Status.QUEUED: "#777",
     Status.RUNNING: "#2a6ebb",
     Status.SUCCEEDED: "#2e7d32",
@@ -62,7 +63,8 @@ class SubmitJobForm(forms.ModelForm):
         fields: list[str] = []
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        # ModelForm.clean returns cleaned_data; the stubs allow None for overrides.
+        data = cast(dict[str, Any], super().clean())
         if bool(data.get("rows")) == bool(data.get("upload")):
             raise forms.ValidationError("Paste JSON rows or upload a file (one of the two).")
         try:
@@ -135,7 +137,8 @@ class PredictionJobAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         if obj is None:
             return []
-        return [field for _, options in self.fieldsets for field in options["fields"]]
+        # Every fieldset above lists plain field names (no nested groups).
+        return [cast(str, field) for _, options in self.fieldsets for field in options["fields"]]
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         return self.add_fieldsets if obj is None else self.fieldsets
@@ -148,10 +151,11 @@ class PredictionJobAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         """Only adds reach here: a submission through the same functions as the API."""
         data = form.cleaned_data
+        user = cast(User, request.user)  # the admin only lets signed-in staff in
         if data.get("upload"):
             upload = data["upload"]
             job, _ = submission.submit_file(
-                request.user,
+                user,
                 data["model_ref"],
                 upload,
                 size=upload.size,
@@ -160,7 +164,7 @@ class PredictionJobAdmin(admin.ModelAdmin):
             )
         else:
             job, _ = submission.submit_rows(
-                request.user, data["model_ref"], data["parsed_rows"], priority=data["priority"]
+                user, data["model_ref"], data["parsed_rows"], priority=data["priority"]
             )
         obj.pk = job.pk
         obj.__dict__.update({k: v for k, v in job.__dict__.items() if k != "_state"})
@@ -262,7 +266,8 @@ class PredictionJobAdmin(admin.ModelAdmin):
             counts[status] = counts.get(status, 0) + 1
         if not counts:
             return "–"
-        return format_html_join(", ", "{} {}", sorted(counts.items(), key=lambda kv: kv[0]))
+        rows: list[tuple[str, int]] = sorted(counts.items(), key=lambda kv: kv[0])
+        return format_html_join(", ", "{} {}", rows)
 
 
 def _form_field(api_field: str | None) -> str | None:

@@ -29,6 +29,7 @@ class RecoverableBatches(Batches):
     """
 
     abstract = True
+    _tref: Any  # celery-batches' flush timer (None when none is scheduled)
 
     def Strategy(self, task: Batches, app: Celery, consumer: Consumer) -> Callable:
         """celery-batches' message handler, re-arming a flush timer the consumer dropped.

@@ -10,6 +10,7 @@ import logging
 import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 from uuid import UUID
 
 from django.conf import settings
@@ -118,9 +119,9 @@ def purge_task_results(before: datetime, batch_size: int, max_batches: int) -> i
 
 
 def _stored_files(jobs: QuerySet[PredictionJob]) -> list[str]:
-    names = []
+    names: list[str] = []
     for row in jobs.values("input_file", "result_file", "error_file"):
-        names += [name for name in row.values() if name]
+        names += [cast(str, name) for name in row.values() if name]
     return names
 
 

@@ -5,7 +5,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, cast
 from uuid import UUID, uuid4
 
 import numpy as np
@@ -127,12 +127,15 @@ def score_jobs(
 def _score_group(version: ModelVersion, jobs: list[PredictionJob]) -> None:
     estimator = loader.load(version)  # raises ArtifactMismatch
     features = version.registered_model.feature_names
-    matrix = np.array([[row[name] for name in features] for job in jobs for row in job.inputs])
+    # A single job always has its rows (inputs is null only for batch jobs).
+    matrix = np.array(
+        [[row[name] for name in features] for job in jobs for row in cast(list, job.inputs)]
+    )
     is_classifier = version.registered_model.task_kind == TaskKind.CLASSIFICATION
     scores = scoring.score(estimator, matrix, with_probabilities=is_classifier)
     start = 0
     for job in jobs:
-        stop = start + len(job.inputs)
+        stop = start + len(cast(list, job.inputs))
         job.outputs = scores.rows(start, stop)
         job.status = Status.SUCCEEDED
         job.rows_done = stop - start

@@ -6,7 +6,7 @@ from functools import partial
 from typing import IO, Any
 from uuid import UUID, uuid4
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -19,14 +19,14 @@ from .models import Kind, PredictionJob
 
 logger = logging.getLogger(__name__)
 
-TASK_FOR_KIND = {
+TASK_FOR_KIND: dict[str, str] = {
     Kind.SINGLE: "predictions.tasks.score_single_jobs",
     Kind.BATCH: "predictions.tasks.run_batch_job",
 }
 
 
 def submit_rows(
-    owner: AbstractBaseUser,
+    owner: User,
     model_ref: str,
     rows: Any,
     *,
@@ -53,7 +53,7 @@ def submit_rows(
 
 
 def submit_file(
-    owner: AbstractBaseUser,
+    owner: User,
     model_ref: str,
     upload: IO[bytes],
     *,
@@ -77,7 +77,8 @@ def submit_file(
     )
     extension = "parquet" if file_format == "parquet" else "csv"
     # Storage copies the upload in blocks; it never sits in memory whole.
-    job.input_file.save(f"{job.pk}.{extension}", upload, save=False)
+    # Storage.save wraps a plain file object in File itself; the stubs want a File.
+    job.input_file.save(f"{job.pk}.{extension}", upload, save=False)  # type: ignore[arg-type]
     try:
         return _create(job)
     except Exception:
@@ -99,7 +100,7 @@ def _common(
     }
 
 
-def _existing(owner: AbstractBaseUser, idempotency_key: str) -> PredictionJob | None:
+def _existing(owner: User, idempotency_key: str) -> PredictionJob | None:
     if not idempotency_key:
         return None
     return PredictionJob.objects.filter(owner=owner, idempotency_key=idempotency_key).first()

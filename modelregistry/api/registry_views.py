@@ -1,7 +1,8 @@
 """Registry endpoints: read models and versions; staff upload, promote and roll back."""
 
-from typing import Any
+from typing import Any, cast
 
+from django.contrib.auth.models import User
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
@@ -46,6 +47,11 @@ def staff_with(permission: str) -> type[BasePermission]:
     return StaffWithPermission
 
 
+def _signed_in(request: Request) -> User:
+    """The user of a request that IsAuthenticated let through."""
+    return cast(User, request.user)
+
+
 def registered_models() -> QuerySet[RegisteredModel]:
     production = ModelVersion.objects.filter(
         registered_model=OuterRef("pk"), stage=Stage.PRODUCTION
@@ -66,7 +72,7 @@ class RegisteredModelViewSet(ReadOnlyModelViewSet):
     def get_permissions(self) -> list[BasePermission]:
         if self.action == "rollback":
             return [IsAuthenticated(), staff_with(PROMOTE_PERMISSION)()]
-        return super().get_permissions()
+        return cast(list[BasePermission], super().get_permissions())  # instances of the classes
 
     @extend_schema(request=RollbackSerializer, responses=ModelVersionDetailSerializer)
     @action(detail=True, methods=["post"])
@@ -74,7 +80,7 @@ class RegisteredModelViewSet(ReadOnlyModelViewSet):
         incoming = RollbackSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
         model = get_object_or_404(RegisteredModel, name=name)
-        version = versions.rollback(model, user=request.user, **incoming.validated_data)
+        version = versions.rollback(model, user=_signed_in(request), **incoming.validated_data)
         return Response(ModelVersionDetailSerializer(version).data)
 
 
@@ -105,7 +111,7 @@ class ModelVersionViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
             return [IsAuthenticated(), staff_with(UPLOAD_PERMISSION)()]
         if self.action == "promote":
             return [IsAuthenticated(), staff_with(PROMOTE_PERMISSION)()]
-        return super().get_permissions()
+        return cast(list[BasePermission], super().get_permissions())  # instances of the classes
 
     @extend_schema(
         parameters=[MODEL_NAME],
@@ -125,7 +131,7 @@ class ModelVersionViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
             model_name,
             data["file"],
             artifact_format=data["format"],
-            created_by=request.user,
+            created_by=_signed_in(request),
             description=data["description"],
             metrics=data.get("metrics"),
         )
@@ -140,5 +146,7 @@ class ModelVersionViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
     def promote(self, request: Request, model_name: str, number: str) -> Response:
         incoming = PromoteSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
-        version = versions.promote(self.get_object(), user=request.user, **incoming.validated_data)
+        version = versions.promote(
+            self.get_object(), user=_signed_in(request), **incoming.validated_data
+        )
         return Response(ModelVersionDetailSerializer(version).data)

@@ -1,5 +1,7 @@
 """Training endpoints: everyone signed in reads specs and runs; staff start a run."""
 
+from typing import cast
+
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
@@ -27,7 +29,7 @@ class TrainingSpecViewSet(ReadOnlyModelViewSet):
     def get_permissions(self) -> list[BasePermission]:
         if self.action == "run":
             return [IsAuthenticated(), IsStaff()]
-        return super().get_permissions()
+        return cast(list[BasePermission], super().get_permissions())  # instances of the classes
 
     @extend_schema(request=None, responses={202: TrainingRunSerializer})
     @action(detail=True, methods=["post"])

@@ -32,7 +32,9 @@ class CSVRenderer(BaseRenderer):
     media_type = "text/csv"
     format = "csv"
 
-    def render(self, data: Any, accepted_media_type: str | None = None, **_: Any) -> bytes:
+    # Not BaseRenderer's signature (no positional renderer_context); the views return
+    # their own responses, so DRF never calls this.
+    def render(self, data: Any, accepted_media_type: str | None = None, **_: Any) -> bytes:  # type: ignore[override]
         return data if isinstance(data, bytes) else b""
 
 
@@ -90,8 +92,9 @@ def json_rows(job: PredictionJob) -> list[dict[str, Any]]:
     return rows
 
 
-def csv_response(job: PredictionJob) -> HttpResponse:
+def csv_response(job: PredictionJob) -> HttpResponse | FileResponse:
     name = f"{job.pk}.csv"
+    response: HttpResponse | FileResponse
     if job.kind == Kind.BATCH:
         response = FileResponse(job.result_file.open("rb"), content_type="text/csv")
     else:

@@ -1,9 +1,10 @@
 """The jobs API: who may do it, one domain call, the answer."""
 
-from typing import Any
+from typing import Any, cast
 
 import django_filters
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.http import HttpResponseBase
 from drf_spectacular.types import OpenApiTypes
@@ -113,7 +114,7 @@ class JobViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
 
     def get_queryset(self) -> QuerySet[PredictionJob]:
         jobs = PredictionJob.objects.select_related("version__registered_model", "owner")
-        user = self.request.user
+        user = cast(User, self.request.user)  # IsAuthenticated let it through
         return jobs if user.is_staff else jobs.filter(owner=user)
 
     def get_serializer_class(self) -> type[JobSerializer]:
@@ -139,17 +140,19 @@ class JobViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
         is_file = request.content_type.startswith("multipart/")
         _check_body_size(request, is_file)
         wait = _wait_seconds(request)  # a bad wait is refused before any job exists
+        user = cast(User, request.user)  # IsAuthenticated let it through
+        incoming: SubmitFileSerializer | SubmitRowsSerializer
         if is_file:
             incoming = SubmitFileSerializer(data=request.data)
             incoming.is_valid(raise_exception=True)
             upload = incoming.validated_data.pop("file")
             job, created = submission.submit_file(
-                request.user, upload=upload, size=upload.size, **_named(incoming)
+                user, upload=upload, size=upload.size, **_named(incoming)
             )
         else:
             incoming = SubmitRowsSerializer(data=request.data)
             incoming.is_valid(raise_exception=True)
-            job, created = submission.submit_rows(request.user, **_named(incoming))
+            job, created = submission.submit_rows(user, **_named(incoming))
         job = waiting.wait_until_finished(job, wait)
         answer = status.HTTP_201_CREATED if created else status.HTTP_200_OK
         return Response(self._render(job), status=answer)
@@ -211,14 +214,16 @@ class JobViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
             raise results.NotReady(f"job {job.pk} has no failed rows")
         return results.errors_response(job)
 
-    def finalize_response(
+    # DRF takes any HttpResponseBase here (the file downloads are not Responses); the stubs
+    # say Response.
+    def finalize_response(  # type: ignore[override]
         self, request: Request, response: HttpResponseBase, *args: Any, **kwargs: Any
     ) -> HttpResponseBase:
         # Errors are JSON even where a CSV or Parquet body was asked for.
         if isinstance(response, Response) and response.status_code >= 400:
             request.accepted_renderer = JSONRenderer()
             request.accepted_media_type = JSONRenderer.media_type
-        return super().finalize_response(request, response, *args, **kwargs)
+        return super().finalize_response(request, response, *args, **kwargs)  # type: ignore[arg-type]
 
     def _render(self, job: PredictionJob) -> dict[str, Any]:
         return JobDetailSerializer(job, context=self.get_serializer_context()).data

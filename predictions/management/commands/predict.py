@@ -1,6 +1,7 @@
 """`manage.py predict`: submit a CSV or Parquet file, wait with a progress bar, save the result."""
 
 from argparse import ArgumentParser, Namespace
+from typing import IO, cast
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -18,6 +19,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, **options: object) -> None:
         self.stdout.ending = self.stderr.ending = ""  # the progress bar writes its own ends
-        status = client.run(Namespace(**options), self.stdout, self.stderr)
+        # OutputWrapper passes everything but write through to the stream it wraps.
+        out, err = cast(IO[str], self.stdout), cast(IO[str], self.stderr)
+        status = client.run(Namespace(**options), out, err)
         if status:
             raise CommandError(f"predict failed (exit status {status})", returncode=status)
