@@ -38,5 +38,6 @@ if [ $# -eq 0 ] && bash scripts/postgres-url.sh >/dev/null 2>&1; then
   DATABASE_URL=$(bash scripts/postgres-url.sh) .venv/bin/python -m pytest -m postgres || pg_status=$?
   if [ $pg_status -eq 5 ]; then echo "test: no postgres-marked tests collected"; elif [ $pg_status -ne 0 ]; then exit $pg_status; fi
 fi
+DEBUG=1 .venv/bin/mypy mlsite predictions modelregistry
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
