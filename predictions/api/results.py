@@ -1,6 +1,7 @@
 """Rendering a finished job's result as JSON rows, CSV or Parquet."""
 
 import io
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
@@ -32,9 +33,14 @@ class CSVRenderer(BaseRenderer):
     media_type = "text/csv"
     format = "csv"
 
-    # Not BaseRenderer's signature (no positional renderer_context); the views return
-    # their own responses, so DRF never calls this.
-    def render(self, data: Any, accepted_media_type: str | None = None, **_: Any) -> bytes:  # type: ignore[override]
+    # The views return their own file responses; this only lets content negotiation accept
+    # the format, and renders raw bytes if DRF ever hands it some.
+    def render(
+        self,
+        data: Any,
+        accepted_media_type: str | None = None,
+        renderer_context: Mapping[str, Any] | None = None,
+    ) -> bytes:
         return data if isinstance(data, bytes) else b""
 
 
