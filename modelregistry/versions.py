@@ -131,17 +131,14 @@ def upload(
     inspection = artifacts.inspect_artifact(artifact, artifact_format)
     with transaction.atomic():
         model = _model_for(name, inspection, created_by)
-        check_fits(model, inspection)
-        return register_version(
+        return _register_inspected(
             model,
             artifact,
-            estimator_class=inspection.estimator_class,
+            inspection,
             artifact_format=artifact_format,
             created_by=created_by,
             source=VersionSource.UPLOAD,
             metrics=metrics,
-            params=inspection.params,
-            library_versions=inspection.library_versions,
             description=description,
         )
 
@@ -160,18 +157,33 @@ def register_estimator(
     is_skops = artifact_format == ArtifactFormat.SKOPS
     artifact = artifacts.dump_skops(estimator) if is_skops else artifacts.dump_joblib(estimator)
     inspection = artifacts.inspect_artifact(artifact, artifact_format)
+    return _register_inspected(
+        model,
+        artifact,
+        inspection,
+        artifact_format=artifact_format,
+        created_by=created_by,
+        source=source,
+        metrics=metrics,
+        description=description,
+    )
+
+
+def _register_inspected(
+    model: RegisteredModel,
+    artifact: IO[bytes],
+    inspection: artifacts.Inspection,
+    **fields: Any,
+) -> ModelVersion:
+    """Register an inspected artifact once it fits the model; uploads and training share it."""
     check_fits(model, inspection)
     return register_version(
         model,
         artifact,
         estimator_class=inspection.estimator_class,
-        artifact_format=artifact_format,
-        created_by=created_by,
-        source=source,
-        metrics=metrics,
         params=inspection.params,
         library_versions=inspection.library_versions,
-        description=description,
+        **fields,
     )
 
 
