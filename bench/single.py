@@ -83,7 +83,8 @@ def measure(stack: Stack, kind: str, floor_rate: float) -> None:
     started = time.perf_counter()
     expected = estimator.predict(matrix)
     in_process_ms = (time.perf_counter() - started) * 1000
-    clients.run(_client_setup(stack, name, inputs), 200, CLIENTS)  # warm-up: models loaded
+    warm_up = min(200, JOBS)  # enough for every worker process to load the model
+    clients.run(_client_setup(stack, name, inputs), warm_up, CLIENTS)
     cpu_before = stack.cpu_seconds()
     cpu_before["clients"] = _reaped_cpu()
     with stack.profiled(f"single-{kind}"):

@@ -85,12 +85,7 @@ def post_file(stack: Stack, path: str, fields: dict[str, str], source: Path | by
     for block in _blocks(source):
         conn.send(block)
     conn.send(tail)
-    answer = conn.getresponse()
-    body = answer.read()
-    conn.close()
-    if answer.status >= 300:
-        raise RuntimeError(f"POST {path}: {answer.status} {body[:500]!r}")
-    return json.loads(body)
+    return _json_answer(conn, "POST", path)
 
 
 def _blocks(source: Path | bytes) -> Iterator[bytes]:
@@ -107,23 +102,23 @@ def post_json(stack: Stack, path: str, payload: Any) -> dict:
     conn.request(
         "POST", path, json.dumps(payload), {**stack.headers(), "Content-Type": "application/json"}
     )
+    return _json_answer(conn, "POST", path)
+
+
+def _json_answer(conn: http.client.HTTPConnection, method: str, path: str) -> dict:
+    """Read the response, close the connection, and fail loudly on anything but success."""
     answer = conn.getresponse()
     body = answer.read()
     conn.close()
     if answer.status >= 300:
-        raise RuntimeError(f"POST {path}: {answer.status} {body[:500]!r}")
+        raise RuntimeError(f"{method} {path}: {answer.status} {body[:500]!r}")
     return json.loads(body)
 
 
 def get_json(stack: Stack, path: str) -> dict:
     conn = http.client.HTTPConnection("127.0.0.1", stack.web_port, timeout=120)
     conn.request("GET", path, headers=stack.headers())
-    answer = conn.getresponse()
-    body = answer.read()
-    conn.close()
-    if answer.status >= 300:
-        raise RuntimeError(f"GET {path}: {answer.status} {body[:500]!r}")
-    return json.loads(body)
+    return _json_answer(conn, "GET", path)
 
 
 def register(stack: Stack, name: str, kind: str, *, promote: bool = True) -> dict:
