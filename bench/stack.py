@@ -204,9 +204,11 @@ class Stack(AbstractContextManager):
     def profiled(self, label: str) -> Iterator[None]:
         """With BENCH_PROFILE=1, py-spy samples the worker and web processes meanwhile.
 
-        Collapsed stacks land in var/bench/<name>/profile-<label>-<process>.txt.
+        BENCH_PROFILE=gil samples only threads holding the GIL (Python's own CPU time, not
+        waits). Collapsed stacks land in var/bench/<name>/profile-<label>-<process>.txt.
         """
-        if os.environ.get("BENCH_PROFILE") != "1":
+        mode = os.environ.get("BENCH_PROFILE", "")
+        if mode not in ("1", "gil"):
             yield
             return
         spies = []
@@ -215,6 +217,7 @@ class Stack(AbstractContextManager):
             out = self.dir / f"profile-{label}-{what}.txt"
             args = ["py-spy", "record", "--pid", str(process.pid), "--subprocesses"]
             args += ["--format", "raw", "--rate", "200", "--output", str(out), "--nonblocking"]
+            args += ["--gil"] if mode == "gil" else []
             spies.append(subprocess.Popen([str(Path(PYTHON).parent / args[0]), *args[1:]]))
         try:
             yield
