@@ -177,6 +177,9 @@ MAX_FILE_ROWS = env_int("MAX_FILE_ROWS", 20_000_000)
 BATCH_CHUNK_ROWS = env_int("BATCH_CHUNK_ROWS", 100_000)
 MODEL_CACHE_SIZE = env_int("MODEL_CACHE_SIZE", 8)
 MAX_WAIT_SECONDS = env_int("MAX_WAIT_SECONDS", 30)
+# Model references and API tokens are cached per process, dropped everywhere when they change
+# (mlsite/freshcache.py); this bounds how long a change Redis could not announce goes unseen.
+FRESH_CACHE_SECONDS = env_float("FRESH_CACHE_SECONDS", 30.0)
 UNPICKLE_EXTRA_ALLOWED = env_list("UNPICKLE_EXTRA_ALLOWED", [])
 RESULT_RETENTION_DAYS = env_int("RESULT_RETENTION_DAYS", 30)
 RETENTION_BATCH_SIZE = env_int("RETENTION_BATCH_SIZE", 500)
@@ -200,7 +203,7 @@ MAX_JSON_DEPTH = env_int("MAX_JSON_DEPTH", 32)  # deeper request bodies are refu
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "mlsite.authentication.CachedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

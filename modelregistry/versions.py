@@ -2,6 +2,7 @@
 
 import hashlib
 import re
+from functools import partial
 from typing import IO, Any
 
 from django.contrib.auth.models import User
@@ -10,6 +11,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max, Q
 
 from mlsite.errors import BadInput, Conflict, NotFound
+from mlsite.freshcache import FreshCache
 
 from . import artifacts
 from .models import (
@@ -43,7 +45,17 @@ class StageConflict(Conflict):
 
 
 def resolve(ref: str) -> ModelVersion:
-    """`name` and `name@production` mean the production version; `name@staging`; `name:3`."""
+    """`name` and `name@production` mean the production version; `name@staging`; `name:3`.
+
+    Raises UnknownModel. The version is shared by the process's callers: read, never change it.
+    """
+    return _resolved.get(ref, partial(_resolve, ref))
+
+
+_resolved: FreshCache[ModelVersion] = FreshCache()
+
+
+def _resolve(ref: str) -> ModelVersion:
     match = REF_PATTERN.match(ref.strip())
     if not match:
         raise UnknownModel(f"{ref!r} is not a model reference (name, name@staging, name:3)")

@@ -11,7 +11,7 @@ from uuid import UUID, uuid4
 import numpy as np
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, F, QuerySet, Value, When
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from mlsite.errors import Conflict, DomainError
@@ -19,6 +19,7 @@ from modelregistry import loader
 from modelregistry.models import ModelVersion, TaskKind
 
 from . import scoring, submission, waiting
+from .jobrows import RowUpdate
 from .models import PredictionJob, Status
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,28 @@ class NotCancellable(Conflict):
 
 class NotRetryable(Conflict):
     code = "not_retryable"
+
+
+# A micro-batch's claims and writes: one statement per job, each telling whether it was ours.
+CLAIM = RowUpdate(
+    ["status", "started_at", "lease_expires_at", "task_id"],
+    ["id"],
+    required={"status": Status.QUEUED},
+    counted=["attempts"],
+)
+FINISH = RowUpdate(
+    [
+        "status",
+        "outputs",
+        "rows_done",
+        "error_code",
+        "error_message",
+        "finished_at",
+        "lease_expires_at",
+    ],
+    ["id", "task_id"],
+    required={"status": Status.RUNNING},
+)
 
 
 def lease_until(now: datetime) -> datetime:
@@ -54,27 +77,20 @@ def claim(job_id: UUID | str, task_id: str, *, now: datetime | None = None) -> P
 def claim_many(
     requests: Sequence[tuple[str, str]], *, now: datetime | None = None
 ) -> list[PredictionJob]:
-    """Claim the queued jobs among (job id, task id) pairs with one UPDATE; return ours.
-
-    Ours are told apart from jobs another worker runs by the claim's exact start time and
-    task id, since an UPDATE does not say which rows it changed.
-    """
+    """Claim the queued jobs among (job id, task id) pairs in one transaction; return ours."""
     now = now or timezone.now()
     task_of = dict(requests)  # a job sent twice in one micro-batch is claimed once
-    if not task_of:
+    changes = {"status": Status.RUNNING, "started_at": now, "lease_expires_at": lease_until(now)}
+    with transaction.atomic():
+        ours = CLAIM.run(
+            [({**changes, "task_id": task}, {"id": job}) for job, task in task_of.items()]
+        )
+    claimed = [job for job, is_ours in zip(task_of, ours, strict=True) if is_ours]
+    if not claimed:
         return []
-    task_ids = Case(*(When(pk=job, then=Value(task)) for job, task in task_of.items()))
-    PredictionJob.objects.filter(pk__in=list(task_of), status=Status.QUEUED).update(
-        status=Status.RUNNING,
-        started_at=now,
-        task_id=task_ids,
-        attempts=F("attempts") + 1,
-        lease_expires_at=lease_until(now),
+    return list(
+        PredictionJob.objects.select_related("version__registered_model").filter(pk__in=claimed)
     )
-    claimed = PredictionJob.objects.select_related("version__registered_model").filter(
-        pk__in=list(task_of), status=Status.RUNNING, started_at=now
-    )
-    return [job for job in claimed if task_of.get(str(job.pk)) == job.task_id]
 
 
 def score_jobs(
@@ -103,25 +119,23 @@ def score_jobs(
     for job in jobs:
         job.finished_at = finished_at
         job.lease_expires_at = None
-    fields = ["status", "outputs", "rows_done", "error_code", "error_message", "finished_at"]
     # Only rows still running this attempt are written: a job cancelled meanwhile stays
     # cancelled, and one the reconciler gave to another worker (a new task id) is theirs.
-    ours = PredictionJob.objects.filter(
-        status=Status.RUNNING, task_id__in=[job.task_id for job in jobs]
-    )
     with transaction.atomic():
-        ours.bulk_update(jobs, [*fields, "lease_expires_at"])
-        # As in claim_many, our rows are told apart by the exact time we wrote on them.
-        written = PredictionJob.objects.filter(
-            pk__in=[job.pk for job in jobs], finished_at=finished_at
-        ).values_list("pk", "task_id")
-        task_of = {str(job.pk): job.task_id for job in jobs}
-        finished = [str(pk) for pk, task_id in written if task_of[str(pk)] == task_id]
+        ours = FINISH.run(
+            [
+                (
+                    {name: getattr(job, name) for name in FINISH.assigned},
+                    {"id": job.pk, "task_id": job.task_id},
+                )
+                for job in jobs
+            ]
+        )
+        written = [job for job, is_ours in zip(jobs, ours, strict=True) if is_ours]
         if on_written is not None:
-            ids = set(finished)
-            on_written([job for job in jobs if str(job.pk) in ids])
-    waiting.announce_finished(finished)
-    return finished
+            on_written(written)
+    waiting.announce_finished(written)
+    return [str(job.pk) for job in written]
 
 
 def _score_group(version: ModelVersion, jobs: list[PredictionJob]) -> None:

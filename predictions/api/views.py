@@ -141,6 +141,7 @@ class JobViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
         _check_body_size(request, is_file)
         wait = _wait_seconds(request)  # a bad wait is refused before any job exists
         user = cast(User, request.user)  # IsAuthenticated let it through
+        heard_since = waiting.listening_epoch() if wait else None  # before the job is sent
         incoming: SubmitFileSerializer | SubmitRowsSerializer
         if is_file:
             incoming = SubmitFileSerializer(data=request.data)
@@ -153,7 +154,7 @@ class JobViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
             incoming = SubmitRowsSerializer(data=request.data)
             incoming.is_valid(raise_exception=True)
             job, created = submission.submit_rows(user, **_named(incoming))
-        job = waiting.wait_until_finished(job, wait)
+        job = waiting.wait_until_finished(job, wait, heard_since=heard_since if created else None)
         answer = status.HTTP_201_CREATED if created else status.HTTP_200_OK
         return Response(self._render(job), status=answer)
 

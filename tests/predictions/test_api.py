@@ -220,3 +220,20 @@ def test_wait_must_be_a_number(owner_client) -> None:
         "/api/v1/jobs/?wait=soon", {"model": "iris", "inputs": iris_rows(1)}, format="json"
     )
     assert (answer.status_code, answer.json()["field"]) == (400, "wait")
+
+
+def test_a_job_renders_as_drfs_own_serializer_walk_would(owner_client) -> None:
+    from rest_framework import serializers
+
+    from predictions.api.serializers import JobDetailSerializer, JobSerializer
+
+    answer = post(owner_client, {"model": "iris", "inputs": iris_rows(2)})
+    job = PredictionJob.objects.get(pk=answer["id"])
+    running.claim(job.pk, "t")
+    running.fail(job.pk, "scoring_failed", "boom")
+    job.refresh_from_db()
+    for serializer_class in (JobSerializer, JobDetailSerializer):
+        serializer = serializer_class(job)
+        generic = serializers.ModelSerializer.to_representation(serializer, job)
+        assert serializer.to_representation(job) == generic
+        assert list(serializer.to_representation(job)) == serializer_class.Meta.fields

@@ -1,0 +1,70 @@
+"""Cached model references and tokens: another process sees a change as soon as it commits."""
+
+import http.client
+import json
+from urllib.parse import urlsplit
+
+import pytest
+from rest_framework.authtoken.models import Token
+
+from modelregistry import versions
+from modelregistry.models import Stage
+from tests.base import make_user
+from tests.builders import iris_rows, make_version
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def call(url: str, token: str, body: dict | None = None) -> tuple[int, dict]:
+    """POST `body` (GET without one) with the token; the HTTP status and the JSON answer."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
+    try:
+        if body is None:
+            conn.request("GET", parts.path, headers=headers)
+        else:
+            conn.request("POST", parts.path, json.dumps(body), headers)
+        answer = conn.getresponse()
+        return answer.status, json.loads(answer.read())
+    finally:
+        conn.close()
+
+
+def test_a_promotion_is_used_by_the_very_next_submission_in_another_process(live_web) -> None:
+    make_version()
+    token = Token.objects.create(user=make_user("cache-user")).key
+    submit = {"model": "iris", "input": iris_rows(1)[0]}
+    assert call(f"{live_web}/api/v1/jobs/", token, submit)[1]["version"] == "iris:1"
+    assert call(f"{live_web}/api/v1/jobs/", token, submit)[1]["version"] == "iris:1"  # cached
+
+    versions.promote(make_version(stage=Stage.STAGING), Stage.PRODUCTION)
+
+    assert call(f"{live_web}/api/v1/jobs/", token, submit)[1]["version"] == "iris:2"
+
+
+def test_a_deleted_token_is_refused_by_the_very_next_request_in_another_process(
+    live_web,
+) -> None:
+    token = Token.objects.create(user=make_user("cache-user-2"))
+    key = token.key  # delete() clears it: the key is the primary key
+    assert call(f"{live_web}/api/v1/jobs/", key)[0] == 200
+    assert call(f"{live_web}/api/v1/jobs/", key)[0] == 200  # cached
+
+    token.delete()
+
+    status, answer = call(f"{live_web}/api/v1/jobs/", key)
+    assert (status, answer["code"]) == (401, "authentication_failed")
+
+
+def test_a_deactivated_user_is_refused_by_the_very_next_request_in_another_process(
+    live_web,
+) -> None:
+    user = make_user("cache-user-3")
+    token = Token.objects.create(user=user).key
+    assert call(f"{live_web}/api/v1/jobs/", token)[0] == 200
+
+    user.is_active = False
+    user.save()
+
+    assert call(f"{live_web}/api/v1/jobs/", token)[0] == 401
