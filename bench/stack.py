@@ -25,6 +25,7 @@ BENCH_USER = "bench"
 WEB_WORKERS = int(os.environ.get("BENCH_WEB_WORKERS", "2"))
 WEB_THREADS = int(os.environ.get("BENCH_WEB_THREADS", "8"))
 WORKER_CONCURRENCY = int(os.environ.get("BENCH_WORKER_CONCURRENCY", "2"))
+WORKER_POOL = os.environ.get("BENCH_WORKER_POOL", "prefork")
 PREFETCH_MULTIPLIER = os.environ.get("BENCH_PREFETCH_MULTIPLIER", "64")
 
 
@@ -185,8 +186,9 @@ class Stack(AbstractContextManager):
         """A worker process with the bench's pool size; returns once it answers a ping."""
         name = f"bench-{free_port()}@%h"
         args = [PYTHON, "-m", "celery", "-A", "mlsite", "worker", "-Q", queues, "-n", name]
-        args += ["--concurrency", str(WORKER_CONCURRENCY), "--loglevel", "WARNING"]
-        args += ["--without-mingle", "--without-gossip", "--without-heartbeat"]
+        args += ["--concurrency", str(WORKER_CONCURRENCY), "--pool", WORKER_POOL]
+        args += ["--loglevel", "WARNING", "--without-mingle", "--without-gossip"]
+        args += ["--without-heartbeat"]
         process = self._spawn(args, self.env(**extra), "worker.log")
         hostname = name.replace("%h", socket.gethostname())
         wait_for(lambda: self._pings(hostname, process), 60, f"worker {hostname}")

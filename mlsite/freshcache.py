@@ -1,10 +1,11 @@
 """Process-local caches of rows that rarely change, kept fresh across processes by Redis.
 
 Every submission resolves a model reference and authenticates a token: two ORM queries that
-cost more CPU than the rest of the request (bench/, py-spy). Each cached value is tagged with a
-generation counter kept in Redis, read before the rows were; whoever changes such rows bumps
-the counter after commit (see mlsite/apps.py), so the next read anywhere misses. A read costs
-one Redis GET instead of a query; while Redis is away the cache is skipped.
+cost more CPU than the rest of the request (bench/, py-spy). Each cached value is tagged with
+the generation current before the rows were read: a counter in Redis that whoever changes such
+rows bumps after commit (see mlsite/apps.py) and publishes; each process hears it on its one
+subscription (mlsite/listening.py), so a read costs no round trip at all. A lost subscription
+is a new epoch, which no entry matches; while there is none, the cache is skipped.
 """
 
 import logging
@@ -17,7 +18,7 @@ import redis
 from django.conf import settings
 from django.db import transaction
 
-from mlsite import broker
+from mlsite import broker, listening
 
 logger = logging.getLogger(__name__)
 GENERATION_KEY = "mlsite:cache-generation"
@@ -31,7 +32,7 @@ class FreshCache(Generic[Value]):
     """A dict of loaded values, trusted while the generation they were loaded in is current."""
 
     def __init__(self) -> None:
-        self._entries: dict[Hashable, tuple[Value, int, float]] = {}
+        self._entries: dict[Hashable, tuple[Value, tuple[int, int], float]] = {}
         self._lock = threading.Lock()
         _caches.append(self)
 
@@ -58,12 +59,12 @@ class FreshCache(Generic[Value]):
             self._entries.clear()
 
 
-def current_generation() -> int | None:
-    """The counter now; None when Redis cannot say (callers then read the database)."""
-    try:
-        return int(broker.client().get(GENERATION_KEY) or 0)
-    except redis.RedisError:
+def current_generation() -> tuple[int, int] | None:
+    """(subscription epoch, counter) now; None when unknown (callers read the database)."""
+    epoch, counter = listening.epoch(), _counter
+    if epoch is None or counter is None:
         return None
+    return epoch, counter
 
 
 def rows_changed() -> None:
@@ -75,7 +76,32 @@ def rows_changed() -> None:
 
 def _bump() -> None:
     try:
-        broker.client().incr(GENERATION_KEY)
+        client = broker.client()
+        client.publish(GENERATION_KEY, client.incr(GENERATION_KEY))
     except redis.RedisError:
         # Caches elsewhere keep the old rows for at most FRESH_CACHE_SECONDS.
         logger.warning("could not bump the cache generation: Redis unavailable")
+
+
+_counter: int | None = None  # the generation last heard; None while not subscribed
+
+
+def _heard(data: bytes) -> None:
+    global _counter
+    _counter = max(int(data), _counter or 0)
+
+
+def _read_counter() -> None:
+    """Just subscribed: what the counter is now (bumps from here on are heard)."""
+    global _counter
+    _counter = int(broker.client().get(GENERATION_KEY) or 0)
+
+
+def _forget_counter() -> None:
+    global _counter
+    _counter = None
+
+
+listening.hear(
+    listening.Channel(GENERATION_KEY, _heard, on_subscribed=_read_counter, on_lost=_forget_counter)
+)

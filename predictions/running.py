@@ -15,6 +15,7 @@ from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from mlsite.errors import Conflict, DomainError
+from mlsite.freshcache import FreshCache
 from modelregistry import loader
 from modelregistry.models import ModelVersion, TaskKind
 
@@ -88,9 +89,20 @@ def claim_many(
     claimed = [job for job, is_ours in zip(task_of, ours, strict=True) if is_ours]
     if not claimed:
         return []
-    return list(
-        PredictionJob.objects.select_related("version__registered_model").filter(pk__in=claimed)
-    )
+    jobs = list(PredictionJob.objects.filter(pk__in=claimed).order_by())
+    for job in jobs:
+        job.version = _version(job.version_id)
+    return jobs
+
+
+_versions: FreshCache[ModelVersion] = FreshCache()
+
+
+def _version(version_id: int) -> ModelVersion:
+    """A version with its model, cached per process (a join per micro-batch cost more than
+    scoring it); dropped when versions change, like resolve()'s (mlsite/freshcache.py)."""
+    query = ModelVersion.objects.select_related("registered_model")
+    return _versions.get(version_id, partial(query.get, pk=version_id))
 
 
 def score_jobs(

@@ -8,7 +8,6 @@ say "finished" and the request reads the row. While Redis is away, waits answer 
 
 import json
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -21,7 +20,7 @@ from uuid import UUID
 import redis
 from django.db.models import Field
 
-from mlsite import broker
+from mlsite import broker, listening
 
 from .models import FINISHED, Kind, PredictionJob
 
@@ -71,12 +70,11 @@ def wait_until_finished(
     if seconds <= 0 or job.is_finished:
         return job
     deadline = time.monotonic() + seconds
-    listener = _listener()
     # Only a job created after the listener subscribed may look among recent announcements:
     # any other may have been announced before, for an earlier attempt.
-    with listener.expect(str(job.pk), see_recent=heard_since is not None) as waiter:
+    with _waiting.expect(str(job.pk), see_recent=heard_since is not None) as waiter:
         while True:
-            epoch = listener.subscribed(timeout=deadline - time.monotonic())
+            epoch = listening.subscribed(timeout=deadline - time.monotonic())
             if epoch is None:  # Redis is away: answer with what the database says now
                 return _reload(job)
             if epoch != heard_since and _status_of(job.pk) in FINISHED:
@@ -93,7 +91,7 @@ def wait_until_finished(
 
 def listening_epoch() -> int | None:
     """Which continuous subscription this process listens with now; None when it does not."""
-    return _listener().epoch
+    return listening.epoch()
 
 
 def _entry(job: PredictionJob | UUID | str) -> dict[str, Any]:
@@ -143,37 +141,13 @@ class Waiter:
         self._event.set()
 
 
-class Listener:
-    """The process's one subscription to CHANNEL, in a daemon thread started on first use."""
+class Waiting:
+    """The requests of this process waiting for jobs, and the announcements just heard."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._waiters: dict[str, set[Waiter]] = {}
         self._recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self._ready = threading.Condition(self._lock)
-        self._epoch = 0
-        self._is_subscribed = False
-        self._is_down = False  # the last attempt to reach Redis failed
-        self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
-
-    @property
-    def epoch(self) -> int | None:
-        self._start()
-        with self._lock:
-            return self._epoch if self._is_subscribed else None
-
-    def subscribed(self, timeout: float) -> int | None:
-        """The current subscription's epoch; None while Redis is away.
-
-        Only a listener still starting is waited for (up to `timeout`, at most 2 s).
-        """
-        self._start()
-        with self._ready:
-            self._ready.wait_for(
-                lambda: self._is_subscribed or self._is_down, timeout=min(max(timeout, 0), 2.0)
-            )
-            return self._epoch if self._is_subscribed else None
 
     @contextmanager
     def expect(self, job_id: str, *, see_recent: bool) -> Iterator[Waiter]:
@@ -191,34 +165,8 @@ class Listener:
                 if not waiting:
                     self._waiters.pop(job_id, None)
 
-    def _start(self) -> None:
-        with self._lock:
-            if self._thread is not None and self._pid == os.getpid():
-                return
-            self._pid = os.getpid()  # a forked child needs a thread of its own
-            self._is_subscribed = False
-            self._thread = threading.Thread(target=self._run, name="job-listener", daemon=True)
-            self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                self._listen()
-            except (redis.RedisError, OSError) as exc:
-                logger.warning("job listener lost Redis (%s); resubscribing", exc)
-            self._set_subscribed(False, is_down=True)
-            time.sleep(0.5)
-
-    def _listen(self) -> None:
-        with broker.client().pubsub(ignore_subscribe_messages=True) as subscription:
-            subscription.subscribe(CHANNEL)
-            self._set_subscribed(True)
-            while True:
-                message = subscription.get_message(timeout=5.0)
-                if message is not None:
-                    self._deliver(json.loads(message["data"]))
-
-    def _deliver(self, entries: list[dict[str, Any]]) -> None:
+    def deliver(self, data: bytes) -> None:
+        entries = json.loads(data)
         with self._lock:
             for entry in entries:
                 job_id = entry["id"]
@@ -228,25 +176,13 @@ class Listener:
             while len(self._recent) > RECENT_ANNOUNCEMENTS:
                 self._recent.popitem(last=False)
 
-    def _set_subscribed(self, is_subscribed: bool, *, is_down: bool = False) -> None:
-        with self._ready:
-            self._is_down = is_down
-            if is_subscribed:
-                self._epoch += 1
-            elif self._is_subscribed:  # what was announced meanwhile is lost: everyone re-asks
-                for waiters in self._waiters.values():
-                    for waiter in waiters:
-                        waiter.wake(None)
-            self._is_subscribed = is_subscribed
-            self._ready.notify_all()
+    def wake_all(self) -> None:
+        """The subscription was lost: every waiting request asks the database again."""
+        with self._lock:
+            for waiters in self._waiters.values():
+                for waiter in waiters:
+                    waiter.wake(None)
 
 
-_listeners: dict[int, Listener] = {}
-
-
-def _listener() -> Listener:
-    """The process's listener (one per process: a forked child gets its own)."""
-    pid = os.getpid()
-    if pid not in _listeners:
-        _listeners[pid] = Listener()
-    return _listeners[pid]
+_waiting = Waiting()
+listening.hear(listening.Channel(CHANNEL, _waiting.deliver, on_lost=_waiting.wake_all))

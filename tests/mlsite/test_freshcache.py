@@ -1,7 +1,13 @@
-"""Cached model references and tokens: another process sees a change as soon as it commits."""
+"""Cached model references and tokens: another process sees a change as soon as it hears of it.
+
+The change is published after commit; the web process hears it on its listener thread a moment
+later, so each check allows a second (the cache would otherwise keep its entries 30 s).
+"""
 
 import http.client
 import json
+import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import pytest
@@ -13,6 +19,15 @@ from tests.base import make_user
 from tests.builders import iris_rows, make_version
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def soon(condition: Callable[[], bool], seconds: float = 1.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def call(url: str, token: str, body: dict | None = None) -> tuple[int, dict]:
@@ -31,7 +46,7 @@ def call(url: str, token: str, body: dict | None = None) -> tuple[int, dict]:
         conn.close()
 
 
-def test_a_promotion_is_used_by_the_very_next_submission_in_another_process(live_web) -> None:
+def test_a_promotion_is_used_at_once_by_submissions_in_another_process(live_web) -> None:
     make_version()
     token = Token.objects.create(user=make_user("cache-user")).key
     submit = {"model": "iris", "input": iris_rows(1)[0]}
@@ -40,10 +55,10 @@ def test_a_promotion_is_used_by_the_very_next_submission_in_another_process(live
 
     versions.promote(make_version(stage=Stage.STAGING), Stage.PRODUCTION)
 
-    assert call(f"{live_web}/api/v1/jobs/", token, submit)[1]["version"] == "iris:2"
+    assert soon(lambda: call(f"{live_web}/api/v1/jobs/", token, submit)[1]["version"] == "iris:2")
 
 
-def test_a_deleted_token_is_refused_by_the_very_next_request_in_another_process(
+def test_a_deleted_token_is_refused_at_once_in_another_process(
     live_web,
 ) -> None:
     token = Token.objects.create(user=make_user("cache-user-2"))
@@ -53,11 +68,11 @@ def test_a_deleted_token_is_refused_by_the_very_next_request_in_another_process(
 
     token.delete()
 
-    status, answer = call(f"{live_web}/api/v1/jobs/", key)
-    assert (status, answer["code"]) == (401, "authentication_failed")
+    assert soon(lambda: call(f"{live_web}/api/v1/jobs/", key)[0] == 401)
+    assert call(f"{live_web}/api/v1/jobs/", key)[1]["code"] == "authentication_failed"
 
 
-def test_a_deactivated_user_is_refused_by_the_very_next_request_in_another_process(
+def test_a_deactivated_user_is_refused_at_once_in_another_process(
     live_web,
 ) -> None:
     user = make_user("cache-user-3")
@@ -67,4 +82,4 @@ def test_a_deactivated_user_is_refused_by_the_very_next_request_in_another_proce
     user.is_active = False
     user.save()
 
-    assert call(f"{live_web}/api/v1/jobs/", token)[0] == 401
+    assert soon(lambda: call(f"{live_web}/api/v1/jobs/", token)[0] == 401)
