@@ -81,6 +81,8 @@ class Listener:
                 self._listen()
             except (redis.RedisError, OSError) as exc:
                 logger.warning("listener lost Redis (%s); resubscribing", exc)
+            except Exception:  # e.g. its connection closed under it: never stop listening
+                logger.exception("listener failed; resubscribing")
             self._set_subscribed(False)
             time.sleep(0.5)
 

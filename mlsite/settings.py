@@ -170,6 +170,11 @@ WHITENOISE_USE_FINDERS = True
 # files above FILE_UPLOAD_MAX_MEMORY_SIZE stream to disk instead of memory.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_REQUEST_BYTES", 10 * 1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+FILE_UPLOAD_HANDLERS = [
+    "mlsite.uploads.MemoryFileUploadHandler",
+    "mlsite.uploads.TemporaryFileUploadHandler",
+]
+FILE_UPLOAD_TEMP_DIR = str(ARTIFACT_ROOT / "uploading")
 MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 512 * 1024 * 1024)
 MAX_ARTIFACT_BYTES = env_int("MAX_ARTIFACT_BYTES", 200 * 1024 * 1024)
 MAX_INLINE_ROWS = env_int("MAX_INLINE_ROWS", 1000)

@@ -1,4 +1,10 @@
-"""The files of a batch job: input converted once to Parquet row groups, CSV parts, the merge."""
+"""The files of a batch job: the input cut into chunks, CSV parts, the merge.
+
+A plain CSV (no quote character after the header, so every newline ends a row) is cut into
+byte ranges by one pass that only counts newlines; each chunk task parses its own range, so
+parsing runs in parallel. Any other upload (Parquet, or a CSV with quoted cells) is rewritten
+once as Parquet with one row group per chunk.
+"""
 
 import csv
 import io
@@ -21,6 +27,80 @@ from .models import FileFormat
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 READ_BLOCK_BYTES = 8 * 1024 * 1024
+SCAN_BLOCK_BYTES = 8 * 1024 * 1024
+NEWLINE = ord("\n")
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    """Rows start_row..stop_row of a plain CSV, found at bytes start_byte..stop_byte."""
+
+    start_byte: int
+    stop_byte: int
+    start_row: int
+    stop_row: int
+
+
+@dataclass
+class CsvRanges:
+    """A plain CSV's header (column names, stripped) and its chunks of whole lines."""
+
+    columns: list[str]
+    ranges: list[ByteRange]
+
+    @property
+    def rows(self) -> int:
+        return self.ranges[-1].stop_row if self.ranges else 0
+
+
+def plan_csv_ranges(source: Path, rows_per_chunk: int, max_rows: int) -> CsvRanges | None:
+    """Chunks of `rows_per_chunk` lines each; None when a quote makes lines and rows differ.
+
+    Rows are counted as lines, blank ones included; score_chunk corrects the count with the
+    rows it parses. Raises TooManyRows.
+    """
+    with open(source, "rb") as stream:
+        columns = _header(stream.readline())
+        chunk_start = position = stream.tell()
+        ranges: list[ByteRange] = []
+        rows = chunk_first_row = 0
+        last_byte = b"\n"
+        while block := stream.read(SCAN_BLOCK_BYTES):
+            if b'"' in block:
+                return None
+            count = block.count(b"\n")
+            if rows + count - chunk_first_row >= rows_per_chunk:
+                ends = np.flatnonzero(np.frombuffer(block, np.uint8) == NEWLINE) + position + 1
+                first_cut = chunk_first_row + rows_per_chunk - rows  # 1-based line in block
+                for line in range(first_cut, count + 1, rows_per_chunk):
+                    stop = int(ends[line - 1])
+                    ranges.append(ByteRange(chunk_start, stop, chunk_first_row, rows + line))
+                    chunk_start, chunk_first_row = stop, rows + line
+            rows += count
+            position += len(block)
+            last_byte = block[-1:]
+            if rows > max_rows:
+                raise TooManyRows(f"file has more than {max_rows} rows", field="file")
+    if position > chunk_start:  # the lines after the last cut
+        rows += last_byte != b"\n"  # a last line without a newline
+        ranges.append(ByteRange(chunk_start, position, chunk_first_row, rows))
+    if rows > max_rows:
+        raise TooManyRows(f"file has more than {max_rows} rows", field="file")
+    return CsvRanges(columns, ranges)
+
+
+def csv_columns(source: Path) -> list[str]:
+    """The column names of a CSV's header line, stripped."""
+    with open(source, "rb") as stream:
+        return _header(stream.readline())
+
+
+def _header(line: bytes) -> list[str]:
+    try:
+        text = line.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BadFile("CSV header is not UTF-8 text", field="file") from None
+    return [name.strip() for name in next(csv.reader(io.StringIO(text)), [])]
 
 
 @dataclass
@@ -193,7 +273,63 @@ class ChunkRows:
 
 
 def read_chunk(path: Path, index: int, features: Sequence[str], id_column: str) -> ChunkRows:
-    table = pq.ParquetFile(path).read_row_group(index)
+    """Row group `index` of the converted input."""
+    return _chunk_rows(pq.ParquetFile(path).read_row_group(index), features, id_column)
+
+
+def read_range(
+    source: Path, columns: Sequence[str], span: ByteRange, features: Sequence[str], id_column: str
+) -> tuple[ChunkRows, list[str]]:
+    """One byte range of a plain CSV: its rows, and the lines that could not be read."""
+    with open(source, "rb") as stream:
+        stream.seek(span.start_byte)
+        data = pa.py_buffer(stream.read(span.stop_byte - span.start_byte))
+    bad_lines: list[str] = []
+    try:
+        table = _parse_range(data, columns, features, id_column, False, bad_lines)
+    except pa.ArrowInvalid:  # a cell that is not a number: read as text, fail only its row
+        bad_lines.clear()
+        table = _parse_range(data, columns, features, id_column, True, bad_lines)
+    return _chunk_rows(table, features, id_column), bad_lines
+
+
+def _parse_range(
+    data: pa.Buffer,
+    columns: Sequence[str],
+    features: Sequence[str],
+    id_column: str,
+    text: bool,
+    bad_lines: list[str],
+) -> pa.Table:
+    def skip_ragged(row: Any) -> str:
+        bad_lines.append(f"expected {row.expected_columns} columns, got {row.actual_columns}")
+        return "skip"
+
+    kind = pa.binary() if text else pa.float64()
+    types = {name: kind for name in features}
+    if id_column:
+        types[id_column] = pa.string()
+    try:
+        return pa_csv.read_csv(
+            data,
+            # One thread: the worker's processes already parse chunks side by side.
+            read_options=pa_csv.ReadOptions(
+                column_names=list(columns), block_size=READ_BLOCK_BYTES, use_threads=False
+            ),
+            parse_options=pa_csv.ParseOptions(invalid_row_handler=skip_ragged),
+            convert_options=pa_csv.ConvertOptions(
+                column_types=types,
+                include_columns=[*features, *([id_column] if id_column else [])],
+                strings_can_be_null=False,
+            ),
+        )
+    except pa.ArrowInvalid as exc:
+        if "CSV conversion error" in str(exc) and not text:
+            raise
+        raise BadFile(f"the CSV file cannot be read: {exc}") from None
+
+
+def _chunk_rows(table: pa.Table, features: Sequence[str], id_column: str) -> ChunkRows:
     columns = []
     unreadable = np.zeros(table.num_rows, dtype=bool)
     for name in features:

@@ -17,14 +17,15 @@ from modelregistry import loader
 from modelregistry.models import TaskKind
 
 from . import batchfiles, running, scoring, taskresults, waiting
-from .models import BatchChunk, ChunkStatus, PredictionJob, Status
+from .batchfiles import ByteRange
+from .models import BatchChunk, ChunkStatus, FileFormat, PredictionJob, Status
 
 logger = logging.getLogger(__name__)
 CHUNK_TASK = "predictions.tasks.score_batch_chunk"
 
 
 def work_dir(job_id: UUID | str) -> Path:
-    """Where a batch job's converted input and parts live (storage must be a filesystem)."""
+    """Where a batch job's parts (and converted input) live; storage must be a filesystem."""
     return Path(default_storage.path(f"work/{job_id}"))
 
 
@@ -54,8 +55,38 @@ def _plan(job: PredictionJob) -> list[int]:
     directory = work_dir(job.pk)
     shutil.rmtree(directory, ignore_errors=True)
     (directory / "parts").mkdir(parents=True)
+    spans, rows, bad_lines = _cut(job, directory)
+    if rows == 0:
+        raise batchfiles.BadFile("the file has no rows to score", field="file")
+    if bad_lines:
+        errors = [("", "", f"unreadable line: {reason}") for reason in bad_lines]
+        batchfiles.write_errors(directory / "parts" / "errors-unreadable.csv", errors)
+    chunks = BatchChunk.objects.bulk_create(
+        BatchChunk(
+            job=job,
+            index=index,
+            start_row=span.start_row,
+            stop_row=span.stop_row,
+            start_byte=span.start_byte,
+            stop_byte=span.stop_byte,
+        )
+        for index, span in enumerate(spans)
+    )
+    PredictionJob.objects.filter(pk=job.pk).update(rows_total=rows, rows_failed=len(bad_lines))
+    return [chunk.pk for chunk in chunks]
+
+
+def _cut(job: PredictionJob, directory: Path) -> tuple[list[ByteRange], int, list[str]]:
+    """The chunks, the rows in all and the lines that could not be read (Parquet only)."""
+    source = Path(job.input_file.path)
+    if job.input_format == FileFormat.CSV:
+        plain = batchfiles.plan_csv_ranges(
+            source, settings.BATCH_CHUNK_ROWS, settings.MAX_FILE_ROWS
+        )
+        if plain is not None:
+            return plain.ranges, plain.rows, []
     conversion = batchfiles.convert_to_parquet(
-        Path(job.input_file.path),
+        source,
         job.input_format,
         directory / "input.parquet",
         job.version.registered_model.feature_names,
@@ -63,19 +94,8 @@ def _plan(job: PredictionJob) -> list[int]:
         rows_per_group=settings.BATCH_CHUNK_ROWS,
         max_rows=settings.MAX_FILE_ROWS,
     )
-    if conversion.rows == 0:
-        raise batchfiles.BadFile("the file has no rows to score", field="file")
-    if conversion.bad_lines:
-        rows = [("", "", f"unreadable line: {reason}") for reason in conversion.bad_lines]
-        batchfiles.write_errors(directory / "parts" / "errors-unreadable.csv", rows)
-    chunks = BatchChunk.objects.bulk_create(
-        BatchChunk(job=job, index=index, start_row=start, stop_row=stop)
-        for index, (start, stop) in enumerate(conversion.row_groups)
-    )
-    PredictionJob.objects.filter(pk=job.pk).update(
-        rows_total=conversion.rows, rows_failed=len(conversion.bad_lines)
-    )
-    return [chunk.pk for chunk in chunks]
+    spans = [ByteRange(0, 0, start, stop) for start, stop in conversion.row_groups]
+    return spans, conversion.rows, conversion.bad_lines
 
 
 def score_chunk(chunk_id: int) -> dict[str, object]:
@@ -89,30 +109,39 @@ def score_chunk(chunk_id: int) -> dict[str, object]:
     job = chunk.job
     running.renew_lease(job.pk)
     try:
-        scored, failed = _score_into_part(chunk)
+        scored, failed, unreadable = _score_into_part(chunk)
     except DomainError as exc:
         running.fail(job.pk, exc.code, str(exc))
         return {"chunk": chunk_id, "job": str(job.pk), "error_code": exc.code}
     finished = BatchChunk.objects.filter(pk=chunk_id, status=ChunkStatus.RUNNING).update(
-        status=ChunkStatus.DONE, rows_failed=failed
+        status=ChunkStatus.DONE, rows_failed=failed + unreadable
     )
     if finished:
+        # A range's rows were counted as lines: blank and unreadable ones are not rows.
+        miscounted = (
+            (chunk.stop_row - chunk.start_row) - (scored + failed) if chunk.stop_byte else 0
+        )
         PredictionJob.objects.filter(pk=job.pk, status=Status.RUNNING).update(
+            rows_total=F("rows_total") - miscounted,
             rows_done=F("rows_done") + scored + failed,
-            rows_failed=F("rows_failed") + failed,
+            rows_failed=F("rows_failed") + failed + unreadable,
             lease_expires_at=running.lease_until(timezone.now()),
         )
         merge_if_complete(job.pk)
-    return {"chunk": chunk_id, "job": str(job.pk), "rows": scored, "rows_failed": failed}
+    return {
+        "chunk": chunk_id,
+        "job": str(job.pk),
+        "rows": scored,
+        "rows_failed": failed + unreadable,
+    }
 
 
-def _score_into_part(chunk: BatchChunk) -> tuple[int, int]:
+def _score_into_part(chunk: BatchChunk) -> tuple[int, int, int]:
+    """Rows scored, rows failed, lines that could not be read."""
     job = chunk.job
     model = job.version.registered_model
     directory = work_dir(job.pk)
-    rows = batchfiles.read_chunk(
-        directory / "input.parquet", chunk.index, model.feature_names, job.id_column
-    )
+    rows, bad_lines = _read(chunk, model.feature_names)
     estimator = loader.load(job.version)  # raises ArtifactMismatch
     is_classifier = model.task_kind == TaskKind.CLASSIFICATION
     classes = list(estimator.classes_) if is_classifier and hasattr(estimator, "classes_") else []
@@ -126,11 +155,23 @@ def _score_into_part(chunk: BatchChunk) -> tuple[int, int]:
     errors = [
         (str(chunk.start_row + at + 1), _id_at(rows.ids, at), reason) for at, reason in rows.errors
     ]
+    errors += [("", "", f"unreadable line: {reason}") for reason in bad_lines]
     if errors:
         batchfiles.write_errors(directory / "parts" / f"errors-{chunk.index:06d}.csv", errors)
     if chunk.index == 0:
         (directory / "header.txt").write_text("\x1f".join(names), encoding="utf-8")
-    return len(rows.good), len(errors)
+    return len(rows.good), len(rows.errors), len(bad_lines)
+
+
+def _read(chunk: BatchChunk, features: list[str]) -> tuple[batchfiles.ChunkRows, list[str]]:
+    job = chunk.job
+    if not chunk.stop_byte:
+        path = work_dir(job.pk) / "input.parquet"
+        return batchfiles.read_chunk(path, chunk.index, features, job.id_column), []
+    source = Path(job.input_file.path)
+    span = ByteRange(chunk.start_byte, chunk.stop_byte, chunk.start_row, chunk.stop_row)
+    columns = batchfiles.csv_columns(source)
+    return batchfiles.read_range(source, columns, span, features, job.id_column)
 
 
 def _id_at(ids: np.ndarray | None, at: int) -> str:

@@ -172,6 +172,12 @@ class BatchChunk(models.Model):
     index = models.PositiveIntegerField("index", help_text="0, 1, … in file order.")
     start_row = models.PositiveIntegerField("first row", help_text="Zero-based, inclusive.")
     stop_row = models.PositiveIntegerField("last row", help_text="Zero-based, exclusive.")
+    start_byte = models.PositiveBigIntegerField(
+        "first byte",
+        default=0,
+        help_text="Of a plain CSV's range; 0 with stop byte 0 for a row group.",
+    )
+    stop_byte = models.PositiveBigIntegerField("stop byte", default=0, help_text="Exclusive.")
     status = models.CharField(
         "status", max_length=10, choices=ChunkStatus.choices, default=ChunkStatus.PENDING
     )

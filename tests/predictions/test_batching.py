@@ -108,3 +108,62 @@ def test_string_labels_are_escaped_in_part_files(tmp_path) -> None:
     part = tmp_path / "part.csv"
     batchfiles.write_part(part, None, np.array(["=cmd", "ok"]), None, ["prediction"])
     assert pd.read_csv(part, header=None)[0].tolist() == ["'=cmd", "ok"]
+
+
+@pytest.mark.parametrize("rows_per_chunk", [1, 3, 7, 50])
+@pytest.mark.parametrize("ending", ["\n", "", "\n\n"])
+def test_plain_csv_ranges_are_whole_lines_that_cover_the_file_once(
+    tmp_path, monkeypatch, rows_per_chunk, ending
+) -> None:
+    monkeypatch.setattr(batchfiles, "SCAN_BLOCK_BYTES", 16)  # cuts fall inside and across blocks
+    lines = [f"{i},{i * 0.5}" for i in range(23)]
+    source = tmp_path / "rows.csv"
+    source.write_bytes(("\ufeffa, b\n" + "\n".join(lines) + ending).encode())
+
+    plan = batchfiles.plan_csv_ranges(source, rows_per_chunk, max_rows=100)
+
+    assert plan is not None and plan.columns == ["a", "b"]
+    data = source.read_bytes()
+    texts = [data[span.start_byte : span.stop_byte].decode() for span in plan.ranges]
+    assert "".join(texts).split("\n")[: len(lines)] == lines
+    assert all(text.endswith("\n") for text in texts[:-1])
+    assert [span.stop_row - span.start_row for span in plan.ranges[:-1]] == [rows_per_chunk] * (
+        len(plan.ranges) - 1
+    )
+    assert plan.rows == len(lines) + (ending == "\n\n")  # a blank line counts until parsed
+
+
+def test_a_csv_with_quotes_is_not_cut_by_lines(tmp_path) -> None:
+    source = tmp_path / "rows.csv"
+    source.write_text('key,a\n"two\nlines",1\n')
+    assert batchfiles.plan_csv_ranges(source, 1, max_rows=100) is None
+
+
+@override_settings(BATCH_CHUNK_ROWS=3)
+@pytest.mark.parametrize("shape", ["quoted ids with newlines", "blank lines"])
+def test_quoted_cells_and_blank_lines_are_scored_like_plain_rows(shape) -> None:
+    version = make_version()
+    rows = iris_rows(7)
+    frame = pd.DataFrame(rows)
+    keys = [f"row {i},\n(quoted)" for i in range(7)]
+    if shape == "blank lines":
+        text, id_column = frame.to_csv(index=False).replace("\n", "\n\n", 3), ""
+    else:
+        text, id_column = frame.assign(key=keys).to_csv(index=False), "key"
+
+    job = submit_csv(text, id_column=id_column)
+    batching.start(job.pk, "t")
+    for chunk_id in chunk_ids(job):
+        batching.score_chunk(chunk_id)
+
+    job.refresh_from_db()
+    assert (job.status, job.rows_total, job.rows_done, job.rows_failed) == (
+        Status.SUCCEEDED,
+        7,
+        7,
+        0,
+    )
+    result = pd.read_csv(job.result_file.path)
+    assert result["prediction"].tolist() == in_process_predictions(version, rows).tolist()
+    if id_column:
+        assert result["key"].tolist() == keys
