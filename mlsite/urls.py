@@ -20,8 +20,9 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics_view, name="metrics"),
     path("api/v1/auth/token/", obtain_auth_token, name="api-token"),
-    path("api/v1/", include("modelregistry.api.urls")),
+    # Jobs first: a request tries every route of an include that comes before its own.
     path("api/v1/", include("predictions.api.urls")),
+    path("api/v1/", include("modelregistry.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path(
         "api/schema/swagger-ui/",
