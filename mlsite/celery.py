@@ -1,7 +1,6 @@
 """The Celery app, configured from Django settings under the CELERY_ namespace."""
 
 import os
-
 from typing import Any
 
 from celery import Celery
@@ -30,7 +29,7 @@ def _reuse_redis_clients() -> None:
             client = self.__dict__["_reused_client"] = create(self)
         return client
 
-    kombu_redis.Channel._create_client = create_or_reuse
+    setattr(kombu_redis.Channel, "_create_client", create_or_reuse)  # noqa: B010 - mypy
 
 
 _reuse_redis_clients()
