@@ -6,6 +6,7 @@ outputs, uploaded file, result and error files and batch chunk parts. The
 django-celery-results rows of the same age go too, so both tables stay bounded.
 """
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -30,6 +31,12 @@ class PurgeReport:
     jobs: int = 0
     files: int = 0
     task_results: int = 0
+    abandoned_uploads: int = 0
+
+
+# An upload streams to FILE_UPLOAD_TEMP_DIR and is renamed into the store when its request
+# ends; a file older than this belonged to a web process that died mid-request.
+ABANDONED_UPLOAD_AGE = timedelta(days=1)
 
 
 def cutoff(now: datetime, days: int) -> datetime:
@@ -57,7 +64,7 @@ def purge_expired(
     now = now or timezone.now()
     days = settings.RESULT_RETENTION_DAYS if days is None else days
     batch_size = batch_size or settings.RETENTION_BATCH_SIZE
-    report = PurgeReport()
+    report = PurgeReport(abandoned_uploads=sweep_abandoned_uploads(now))
     if days <= 0:
         return report
     before = cutoff(now, days)
@@ -77,6 +84,19 @@ def purge_expired(
         before.isoformat(),
     )
     return report
+
+
+def sweep_abandoned_uploads(now: datetime) -> int:
+    """Delete upload temp files left by a web process that died mid-request; how many."""
+    oldest = (now - ABANDONED_UPLOAD_AGE).timestamp()
+    swept = 0
+    with os.scandir(settings.FILE_UPLOAD_TEMP_DIR) as entries:
+        for entry in entries:
+            if entry.is_file() and entry.stat().st_mtime < oldest:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    swept += 1
+    return swept
 
 
 def purge_jobs(ids: list[UUID], now: datetime) -> tuple[int, int]:

@@ -1,6 +1,8 @@
 """Result retention: old payloads and files go, the job's summary stays, tables stay bounded."""
 
+import os
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.core.files.base import ContentFile
@@ -143,3 +145,17 @@ def test_a_purged_jobs_result_answers_410_gone_and_its_page_says_why() -> None:
     client.force_login(make_user("boss", staff=True, is_superuser=True))
     page = client.get(f"/admin/predictions/predictionjob/{job.pk}/change/").content.decode()
     assert "deleted by result retention" in page
+
+
+def test_uploads_abandoned_by_a_dead_web_process_are_swept_and_fresh_ones_kept(settings) -> None:
+    folder = Path(settings.FILE_UPLOAD_TEMP_DIR)
+    old, fresh = folder / "tmpold.upload.csv", folder / "tmpfresh.upload.csv"
+    old.write_text("x")
+    fresh.write_text("x")
+    two_days_ago = (timezone.now() - timedelta(days=2)).timestamp()
+    os.utime(old, (two_days_ago, two_days_ago))
+
+    report = retention.purge_expired(days=0)  # sweeps even when results are kept forever
+
+    assert (report.abandoned_uploads, old.exists(), fresh.exists()) == (1, False, True)
+    fresh.unlink()
