@@ -168,10 +168,8 @@ def _read(chunk: BatchChunk, features: list[str]) -> tuple[batchfiles.ChunkRows,
     if not chunk.stop_byte:
         path = work_dir(job.pk) / "input.parquet"
         return batchfiles.read_chunk(path, chunk.index, features, job.id_column), []
-    source = Path(job.input_file.path)
     span = ByteRange(chunk.start_byte, chunk.stop_byte, chunk.start_row, chunk.stop_row)
-    columns = batchfiles.csv_columns(source)
-    return batchfiles.read_range(source, columns, span, features, job.id_column)
+    return batchfiles.read_range(Path(job.input_file.path), span, features, job.id_column)
 
 
 def _id_at(ids: np.ndarray | None, at: int) -> str:
