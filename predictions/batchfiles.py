@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import pandas as pd
@@ -218,27 +218,16 @@ def _row_groups(path: Path) -> list[tuple[int, int]]:
 def _csv_batches(
     source: Path, features: Sequence[str], id_column: str, text: bool, bad_lines: list[str]
 ) -> Iterator[pa.RecordBatch]:
-    def skip_ragged(row: Any) -> str:
-        bad_lines.append(f"expected {row.expected_columns} columns, got {row.actual_columns}")
-        return "skip"
-
-    # Text mode reads feature cells as bytes: a cell that is not UTF-8 then fails its own row
-    # ("not a number") instead of the whole file.
-    kind = pa.binary() if text else pa.float64()
-    types = {name: kind for name in features}
-    if id_column:
-        types[id_column] = pa.string()
+    parse_options, types = _csv_reading(features, id_column, text, bad_lines)
     try:
         reader = pa_csv.open_csv(
             source,
             read_options=pa_csv.ReadOptions(block_size=READ_BLOCK_BYTES),
-            parse_options=pa_csv.ParseOptions(invalid_row_handler=skip_ragged),
+            parse_options=parse_options,
             convert_options=pa_csv.ConvertOptions(column_types=types, strings_can_be_null=False),
         )
     except pa.ArrowInvalid as exc:
-        if "CSV conversion error" in str(exc) and not text:
-            raise
-        raise BadFile(f"the CSV file cannot be read: {exc}") from None
+        _cannot_read(exc, text)
     try:
         for batch in reader:
             yield batch.select([*features, *([id_column] if id_column else [])])
@@ -246,6 +235,34 @@ def _csv_batches(
         if not text:
             raise  # the caller reads the file again in text mode
         raise BadFile(f"the CSV file cannot be read: {exc}") from None
+
+
+def _csv_reading(
+    features: Sequence[str], id_column: str, text: bool, bad_lines: list[str]
+) -> tuple[pa_csv.ParseOptions, dict[str, pa.DataType]]:
+    """Parse options that skip ragged lines (noted in `bad_lines`), and the column types.
+
+    Text mode reads feature cells as bytes: a cell that is not UTF-8 then fails its own row
+    ("not a number") instead of the whole file.
+    """
+
+    def skip_ragged(row: Any) -> str:
+        bad_lines.append(f"expected {row.expected_columns} columns, got {row.actual_columns}")
+        return "skip"
+
+    kind = pa.binary() if text else pa.float64()
+    types = {name: kind for name in features}
+    if id_column:
+        types[id_column] = pa.string()
+    return pa_csv.ParseOptions(invalid_row_handler=skip_ragged), types
+
+
+def _cannot_read(exc: pa.ArrowInvalid, text: bool) -> NoReturn:
+    """A cell that is not a number is raised as is (the caller reads again as text); any
+    other error, or one in text mode, is a file we cannot read."""
+    if "CSV conversion error" in str(exc) and not text:
+        raise exc
+    raise BadFile(f"the CSV file cannot be read: {exc}") from None
 
 
 def _parquet_batches(
@@ -310,14 +327,7 @@ def _parse_range(
     text: bool,
     bad_lines: list[str],
 ) -> pa.Table:
-    def skip_ragged(row: Any) -> str:
-        bad_lines.append(f"expected {row.expected_columns} columns, got {row.actual_columns}")
-        return "skip"
-
-    kind = pa.binary() if text else pa.float64()
-    types = {name: kind for name in features}
-    if id_column:
-        types[id_column] = pa.string()
+    parse_options, types = _csv_reading(features, id_column, text, bad_lines)
     try:
         return pa_csv.read_csv(
             data,
@@ -325,17 +335,13 @@ def _parse_range(
             read_options=pa_csv.ReadOptions(
                 column_names=list(columns), block_size=block_bytes, use_threads=False
             ),
-            parse_options=pa_csv.ParseOptions(invalid_row_handler=skip_ragged),
+            parse_options=parse_options,
             convert_options=pa_csv.ConvertOptions(
-                column_types=types,
-                include_columns=[*features, *([id_column] if id_column else [])],
-                strings_can_be_null=False,
+                column_types=types, include_columns=list(types), strings_can_be_null=False
             ),
         )
     except pa.ArrowInvalid as exc:
-        if "CSV conversion error" in str(exc) and not text:
-            raise
-        raise BadFile(f"the CSV file cannot be read: {exc}") from None
+        _cannot_read(exc, text)
 
 
 def _chunk_rows(table: pa.Table, features: Sequence[str], id_column: str) -> ChunkRows:
