@@ -185,6 +185,10 @@ def merge_if_complete(job_id: UUID | str) -> bool:
     # Django converts a str id; the stubs accept only a UUID.
     if BatchChunk.objects.filter(job_id=job_id).exclude(status=ChunkStatus.DONE).exists():  # type: ignore[misc]
         return False
+    if PredictionJob.objects.filter(pk=job_id, status=Status.RUNNING, rows_total=0).exists():
+        # A plain CSV is counted in lines: every one of them was blank or unreadable.
+        running.fail(job_id, batchfiles.BadFile.code, "the file has no rows to score")
+        return False
     result_name = f"results/{job_id}.csv"
     won = PredictionJob.objects.filter(pk=job_id, status=Status.RUNNING, result_file="").update(
         result_file=result_name

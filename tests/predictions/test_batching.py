@@ -167,3 +167,15 @@ def test_quoted_cells_and_blank_lines_are_scored_like_plain_rows(shape) -> None:
     assert result["prediction"].tolist() == in_process_predictions(version, rows).tolist()
     if id_column:
         assert result["key"].tolist() == keys
+
+
+@pytest.mark.parametrize("lines", ["\n\n\n", "1,2\n3\n"], ids=["blank", "ragged"])
+def test_a_csv_without_a_readable_row_fails_as_a_bad_file(lines) -> None:
+    make_version()
+    job = submit_csv(",".join(IRIS_FEATURES) + "\n" + lines)
+    batching.start(job.pk, "t")
+    for chunk_id in chunk_ids(job):
+        batching.score_chunk(chunk_id)
+
+    job.refresh_from_db()
+    assert (job.status, job.error_code, job.result_file.name) == (Status.FAILED, "bad_file", "")
