@@ -1,13 +1,14 @@
 """Accepting jobs: validate, write the row, and send its message once the row is committed."""
 
 import logging
+from contextlib import nullcontext
 from datetime import datetime
 from functools import partial
 from typing import IO, Any
 from uuid import UUID, uuid4
 
 from django.contrib.auth.models import User
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from mlsite import sending
@@ -107,8 +108,13 @@ def _existing(owner: User, idempotency_key: str) -> PredictionJob | None:
 
 
 def _create(job: PredictionJob) -> tuple[PredictionJob, bool]:
+    # Outside a transaction the INSERT commits by itself, so SQLite's write lock is held only
+    # while the statement runs, not across the Python (and GIL waits) before a COMMIT; other
+    # writers then rarely fall into SQLite's sleeping busy handler. Inside one (the admin,
+    # tests), a savepoint keeps a duplicate idempotency key from spoiling the outer one.
+    own_transaction = transaction.atomic() if connection.in_atomic_block else nullcontext()
     try:
-        with transaction.atomic():
+        with own_transaction:
             job.save(force_insert=True)
             transaction.on_commit(partial(send, job.pk, job.kind, job.task_id, job.priority))
     except IntegrityError:
