@@ -90,12 +90,11 @@ def sweep_abandoned_uploads(now: datetime) -> int:
     """Delete upload temp files left by a web process that died mid-request; how many."""
     oldest = (now - ABANDONED_UPLOAD_AGE).timestamp()
     swept = 0
-    with os.scandir(settings.FILE_UPLOAD_TEMP_DIR) as entries:
-        for entry in entries:
+    with contextlib.suppress(FileNotFoundError), os.scandir(settings.FILE_UPLOAD_TEMP_DIR) as found:
+        for entry in found:
             if entry.is_file() and entry.stat().st_mtime < oldest:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.path)
-                    swept += 1
+                os.unlink(entry.path)
+                swept += 1
     return swept
 
 
