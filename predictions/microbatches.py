@@ -46,7 +46,7 @@ class RecoverableBatches(Batches):
             if self._tref is not None and not _is_scheduled(timer, self._tref):
                 self._tref = None  # the handler starts a new timer when it sees None
             handle(*args, **kwargs)
-            self._do_flush()  # at once while a pool process is free: a lone job never waits
+            self._flush_if_free()  # at once while a pool process is free: a lone job never waits
 
         return handle_with_live_timer
 
@@ -59,21 +59,22 @@ class RecoverableBatches(Batches):
         until a process frees up, the waiting requests go as one batch; the flush that frees
         the process takes them (flush()'s callbacks). The timer stays as the backstop.
         """
-        if self._pool_is_full():
+        if self._free_processes() == 0:
             return
         super()._do_flush()
 
-    def _pool_is_full(self) -> bool:
-        # billiard's own table of what was handed to the pool and has not come back: it
-        # cannot drift as a counter of ours could. Pools without one (solo) are never full.
+    def _flush_if_free(self) -> None:
+        if self._free_processes() and not self._buffer.empty():
+            super()._do_flush()
+
+    def _free_processes(self) -> int | None:
+        """Prefork processes not busy with a flush, from billiard's own table of what it was
+        handed and has not returned (no counter of ours to drift). None for other pools (solo,
+        threads): they cannot tell, so they keep celery-batches' timer alone."""
         handed_out = getattr(getattr(self._pool, "_pool", None), "_cache", None)
         if handed_out is None:
-            return False
-        return len(handed_out) >= max(self._pool.num_processes or 1, 1)
-
-    def _flush_waiting(self) -> None:
-        if not self._buffer.empty():
-            self._do_flush()
+            return None
+        return max(max(self._pool.num_processes or 1, 1) - len(handed_out), 0)
 
     def flush(self, requests: Collection[Request]) -> Any:
         requests = list(requests)
@@ -88,7 +89,7 @@ class RecoverableBatches(Batches):
         def on_return(result: Any) -> None:
             for request in late:
                 request.acknowledge()
-            self._flush_waiting()
+            self._flush_if_free()
 
         def on_error(einfo: ExceptionInfo | BaseException) -> None:
             exception = getattr(einfo, "exception", einfo)
@@ -99,7 +100,7 @@ class RecoverableBatches(Batches):
                     request.reject(requeue=True)
                 else:
                     request.acknowledge()
-            self._flush_waiting()
+            self._flush_if_free()
 
         return self._pool.apply_async(
             apply_batches_task,
