@@ -59,7 +59,8 @@ def plan_csv_ranges(source: Path, rows_per_chunk: int, max_rows: int) -> CsvRang
     """Chunks of `rows_per_chunk` lines each; None when a quote makes lines and rows differ.
 
     Rows are counted as lines, blank ones included; score_chunk corrects the count with the
-    rows it parses. Raises TooManyRows.
+    rows it parses. Raises TooManyRows (an upload is at most MAX_UPLOAD_BYTES, so the whole
+    file is counted first).
     """
     with open(source, "rb") as stream:
         columns = _header(stream.readline())
@@ -81,8 +82,6 @@ def plan_csv_ranges(source: Path, rows_per_chunk: int, max_rows: int) -> CsvRang
             rows += count
             position += len(block)
             last_byte = block[-1:]
-            if rows > max_rows:
-                raise TooManyRows(f"file has more than {max_rows} rows", field="file")
     if position > chunk_start:  # the lines after the last cut
         rows += last_byte != b"\n"  # a last line without a newline
         ranges.append(ByteRange(chunk_start, position, chunk_first_row, rows))
