@@ -192,6 +192,9 @@ METRICS_TOKEN = env_str("METRICS_TOKEN", "")  # when set, /metrics wants "Bearer
 # Prediction jobs: micro-batching of single jobs, leases and the reconciler (issue 4 and 6).
 PREDICT_FLUSH_EVERY = env_int("PREDICT_FLUSH_EVERY", 128)  # requests per micro-batch at most
 PREDICT_FLUSH_INTERVAL = env_float("PREDICT_FLUSH_INTERVAL", 0.01)  # seconds a lone job waits
+PREDICT_FLUSHES_AT_ONCE = env_int("PREDICT_FLUSHES_AT_ONCE", 1)  # micro-batches scored at once
+if PREDICT_FLUSHES_AT_ONCE < 1:
+    raise ImproperlyConfigured("PREDICT_FLUSHES_AT_ONCE must be at least 1")
 MAX_JSON_RESULT_ROWS = env_int("MAX_JSON_RESULT_ROWS", 100_000)  # larger results: csv/parquet
 RECONCILE_INTERVAL = env_float("RECONCILE_INTERVAL", 30.0)
 RECONCILE_QUEUED_AFTER = env_int("RECONCILE_QUEUED_AFTER", 60)  # re-send a job queued this long
