@@ -83,7 +83,12 @@ def measure(stack: Stack, kind: str) -> None:
     name = f"bench-{kind}"
     workload.register(stack, name, kind)
     source = input_file()
+    # Each timed part starts with no dirty pages left by the one before: otherwise the
+    # kernel writes back the last run's ~600 MB (30 s after it was written) in the middle of
+    # the next upload, which then took 0.3-1.2 s for the same file.
+    os.sync()
     local_seconds, expected = in_process(kind, source, stack.dir / f"in-process-{kind}.csv")
+    os.sync()
     with stack.profiled(f"batch-{kind}"):
         wall, _job = through_service(stack, name, source, stack.dir / f"result-{kind}.csv")
     served = pa_csv.read_csv(stack.dir / f"result-{kind}.csv").column("prediction").to_numpy()

@@ -5,6 +5,12 @@ from functools import cache
 import redis
 from django.conf import settings
 
+# What a Redis call of ours can raise when Redis is slow or away. redis-py means to raise
+# RedisError only, but when a read times out its retry can hit the connection's closed read
+# buffer and raise ValueError ("I/O operation on closed file": seen in CI in a model load's
+# metrics write, and in the listener), and a socket error can come through as OSError.
+UNAVAILABLE: tuple[type[Exception], ...] = (redis.RedisError, OSError, ValueError)
+
 
 @cache
 def client() -> redis.Redis:

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import redis
 from django.conf import settings
 from django.db.models import Avg, Count, DurationField, ExpressionWrapper, F
 from django.db.models.functions import TruncMinute
@@ -60,7 +59,7 @@ def queue_depths() -> dict[str, int] | None:
     """Messages waiting per queue; None when Redis does not answer."""
     try:
         return {queue: broker.queue_depth(queue) for queue in QUEUES}
-    except redis.RedisError:
+    except broker.UNAVAILABLE:
         return None
 
 
@@ -101,7 +100,7 @@ def _when(timestamp: float | None) -> datetime | None:
 def beat() -> Beat:
     try:
         value = broker.client().get(HEARTBEAT_KEY)
-    except redis.RedisError:
+    except broker.UNAVAILABLE:
         return Beat(None)
     return Beat(time.time() - float(value) if value else None)
 
@@ -193,7 +192,7 @@ def why_queued(job: Any) -> dict[str, Any]:
         depth = broker.queue_depth(queue)
         position = position_in_queue(queue, job.task_id) if job.task_id else None
         redis_ok = True
-    except redis.RedisError:
+    except broker.UNAVAILABLE:
         depth, position, redis_ok = None, None, False
     consuming = [worker for worker in workers() if queue in worker.queues]
     waited = (timezone.now() - (job.enqueued_at or job.created_at)).total_seconds()

@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
-import redis
 from django.conf import settings
 from django.db import transaction
 
@@ -78,7 +77,7 @@ def _bump() -> None:
     try:
         client = broker.client()
         client.publish(GENERATION_KEY, client.incr(GENERATION_KEY))
-    except redis.RedisError:
+    except broker.UNAVAILABLE:
         # Caches elsewhere keep the old rows for at most FRESH_CACHE_SECONDS.
         logger.warning("could not bump the cache generation: Redis unavailable")
 

@@ -13,8 +13,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import redis
-
 from . import broker
 
 logger = logging.getLogger(__name__)
@@ -79,9 +77,9 @@ class Listener:
         while True:
             try:
                 self._listen()
-            except (redis.RedisError, OSError) as exc:
+            except broker.UNAVAILABLE as exc:
                 logger.warning("listener lost Redis (%s); resubscribing", exc)
-            except Exception:  # e.g. its connection closed under it: never stop listening
+            except Exception:  # anything else: never stop listening
                 logger.exception("listener failed; resubscribing")
             self._set_subscribed(False)
             time.sleep(0.5)

@@ -94,7 +94,7 @@ def record_model_load(seconds: float) -> None:
                 pipe.hincrby(MODEL_LOAD_KEY, field, 1)
             pipe.hincrbyfloat(MODEL_LOAD_KEY, "sum", seconds)
             pipe.execute()
-    except redis.RedisError:
+    except broker.UNAVAILABLE:
         logger.warning("model load time not recorded: Redis unavailable")
 
 
@@ -136,7 +136,7 @@ class QueueCollector(Collector):
     def _latency(self) -> HistogramMetricFamily | None:
         try:
             fields = advance_latency()
-        except redis.RedisError:
+        except broker.UNAVAILABLE:
             logger.warning("metrics: Redis unavailable; job latency left out")
             return None
         histogram = HistogramMetricFamily(
@@ -163,7 +163,7 @@ class QueueCollector(Collector):
                 depth.add_metric([queue], broker.queue_depth(queue))
             loads = broker.client().hgetall(MODEL_LOAD_KEY)
             heartbeat = broker.client().get(HEARTBEAT_KEY)
-        except redis.RedisError:
+        except broker.UNAVAILABLE:
             logger.warning("metrics: Redis unavailable; queue depths and load times left out")
             return
         yield depth

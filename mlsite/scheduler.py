@@ -3,7 +3,6 @@
 import logging
 import time
 
-import redis
 from django_celery_beat.schedulers import DatabaseScheduler
 
 from . import broker
@@ -20,6 +19,6 @@ class HeartbeatScheduler(DatabaseScheduler):
         delay = super().tick(*args, **kwargs)
         try:
             broker.client().set(HEARTBEAT_KEY, time.time(), ex=HEARTBEAT_TTL)
-        except redis.RedisError:
+        except broker.UNAVAILABLE:
             logger.warning("beat heartbeat not written: Redis unavailable")
         return delay

@@ -17,7 +17,6 @@ from datetime import datetime
 from typing import Any, cast
 from uuid import UUID
 
-import redis
 from django.db.models import Field
 
 from mlsite import broker, listening
@@ -54,7 +53,7 @@ def announce_finished(jobs: Iterable[PredictionJob | UUID | str]) -> None:
         return
     try:
         broker.client().publish(CHANNEL, json.dumps(entries, default=_isoformat))
-    except redis.RedisError:
+    except broker.UNAVAILABLE:
         logger.warning("could not announce %d finished job(s): Redis unavailable", len(entries))
 
 

@@ -24,7 +24,7 @@ class IncomingSerializer(serializers.Serializer):
     def fields(self) -> BindingDict:  # type: ignore[override]
         fields = self._shared_fields.get(type(self))
         if fields is None:  # two threads may both build it; either set will do
-            fields = BindingDict(self)
+            fields = BindingDict(type(self)())  # bound to an empty one: no request's data kept
             for name, field in self.get_fields().items():
                 fields[name] = field
             self._shared_fields[type(self)] = fields
