@@ -83,9 +83,8 @@ def measure(stack: Stack, kind: str) -> None:
     name = f"bench-{kind}"
     workload.register(stack, name, kind)
     source = input_file()
-    # Each timed part starts with no dirty pages left by the one before: otherwise the
-    # kernel writes back the last run's ~600 MB (30 s after it was written) in the middle of
-    # the next upload, which then took 0.3-1.2 s for the same file.
+    # Each timed part starts with no dirty pages left by the one before, so the kernel does not
+    # write back the last part's ~600 MB (30 s after it was written) in the middle of the next.
     os.sync()
     local_seconds, expected = in_process(kind, source, stack.dir / f"in-process-{kind}.csv")
     os.sync()
