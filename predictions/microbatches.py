@@ -47,12 +47,13 @@ class RecoverableBatches(Batches):
             if self._tref is not None and not _is_scheduled(timer, self._tref):
                 self._tref = None  # the handler starts a new timer when it sees None
             handle(*args, **kwargs)
-            self._flush_if_free()  # at once while a pool process is free: a lone job never waits
+            self._flush_if_allowed()  # at once when allowed: a lone job never waits
 
         return handle_with_live_timer
 
     def _do_flush(self) -> None:
-        """Flush only while a pool process is free; otherwise the requests keep gathering.
+        """Flush only when _flushes_allowed() says one may start; otherwise the requests keep
+        gathering.
 
         celery-batches flushes every flush_interval whether or not the pool can take the
         micro-batch, so under load the pool queued batches of one or two jobs and paid a model
@@ -60,15 +61,15 @@ class RecoverableBatches(Batches):
         until a process frees up, the waiting requests go as one batch; the flush that frees
         the process takes them (flush()'s callbacks). The timer stays as the backstop.
         """
-        if self._free_processes() == 0:
+        if self._flushes_allowed() == 0:
             return
         super()._do_flush()
 
-    def _flush_if_free(self) -> None:
-        if self._free_processes() and not self._buffer.empty():
+    def _flush_if_allowed(self) -> None:
+        if self._flushes_allowed() and not self._buffer.empty():
             super()._do_flush()
 
-    def _free_processes(self) -> int | None:
+    def _flushes_allowed(self) -> int | None:
         """How many more flushes may start now, from billiard's own table of what it was handed
         and has not returned (no counter of ours to drift): a process must be free, and fewer
         than PREDICT_FLUSHES_AT_ONCE of this task's flushes running. None for other pools
@@ -83,14 +84,13 @@ class RecoverableBatches(Batches):
         handed_out = getattr(getattr(self._pool, "_pool", None), "_cache", None)
         if handed_out is None:
             return None
-        busy = len(handed_out)
         flushing = sum(
             1
             for job in list(handed_out.values())
             if getattr(job, "correlation_id", None) == self.name
         )
         processes = max(self._pool.num_processes or 1, 1)
-        return max(min(processes - busy, settings.PREDICT_FLUSHES_AT_ONCE - flushing), 0)
+        return max(min(processes - len(handed_out), settings.PREDICT_FLUSHES_AT_ONCE - flushing), 0)
 
     def flush(self, requests: Collection[Request]) -> Any:
         requests = list(requests)
@@ -105,7 +105,7 @@ class RecoverableBatches(Batches):
         def on_return(result: Any) -> None:
             for request in late:
                 request.acknowledge()
-            self._flush_if_free()
+            self._flush_if_allowed()
 
         def on_error(einfo: ExceptionInfo | BaseException) -> None:
             exception = getattr(einfo, "exception", einfo)
@@ -116,7 +116,7 @@ class RecoverableBatches(Batches):
                     request.reject(requeue=True)
                 else:
                     request.acknowledge()
-            self._flush_if_free()
+            self._flush_if_allowed()
 
         return self._pool.apply_async(
             apply_batches_task,
