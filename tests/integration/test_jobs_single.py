@@ -5,6 +5,7 @@ import pytest
 from django_celery_results.models import TaskResult
 from rest_framework.test import APIClient
 
+from mlsite import broker
 from predictions.models import PredictionJob, Status
 from tests.base import make_user
 from tests.builders import in_process_predictions, iris_rows, make_version
@@ -76,3 +77,22 @@ def test_get_with_wait_returns_the_job_once_it_finished(live_worker) -> None:
     assert answer.status_code == 200
     assert answer.json()["status"] == "succeeded"
     assert len(answer.json()["outputs"]) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_reaches_its_worker_when_redis_has_forgotten_the_queue_bindings(live_worker) -> None:
+    """As after a Redis restart without saving: the web sends without declaring the queue."""
+    version = make_version()
+    client = client_for(make_user())
+    redis = broker.client()
+    bindings = [key for key in redis.scan_iter("_kombu.binding.*") if b"pidbox" not in key]
+    assert bindings  # the worker declared its queues on the default exchange
+    redis.delete(*bindings)
+
+    answer = client.post(
+        "/api/v1/jobs/?wait=20", {"model": "iris", "inputs": iris_rows(1)}, format="json"
+    )
+
+    assert answer.json()["status"] == "succeeded"
+    expected = in_process_predictions(version, iris_rows(1))
+    assert answer.json()["outputs"][0]["prediction"] == expected[0]
