@@ -40,8 +40,11 @@ def _cpu(worker_pid: int, stack: Stack) -> dict[str, float]:
     }
 
 
-def measure(stack: Stack) -> float:
-    """Start a bare worker on the stack's Redis (database 1), measure, stop it; jobs/s."""
+def measure(stack: Stack, **context: Any) -> float:
+    """Start a bare worker on the stack's Redis (database 1), measure, stop it; jobs/s.
+
+    `context` goes with every figure (at=N: which of the run's floors this is).
+    """
     redis_url = stack.redis_url.rsplit("/", 1)[0] + "/1"
     env = stack.env(BENCH_FLOOR_REDIS_URL=redis_url)
     name = f"floor-{free_port()}@%h"
@@ -72,11 +75,12 @@ def measure(stack: Stack) -> float:
     last = max(r["finished"] for r in records)
     rate = len(records) / (last - first)
     latencies = [(r["finished"] - r["started"]) * 1000 for r in records]
-    report.figure("floor", "jobs_per_s", rate, "jobs/s", jobs=len(records), clients=CLIENTS)
-    report.figure("floor", "latency_p50", percentile(latencies, 50), "ms")
-    report.figure("floor", "latency_p99", percentile(latencies, 99), "ms")
+    fig = report.figure
+    fig("floor", "jobs_per_s", rate, "jobs/s", jobs=len(records), clients=CLIENTS, **context)
+    fig("floor", "latency_p50", percentile(latencies, 50), "ms", **context)
+    fig("floor", "latency_p99", percentile(latencies, 99), "ms", **context)
     for part, ms in used.items():
-        report.figure("floor", f"cpu_per_job_{part}", ms, "ms")
+        fig("floor", f"cpu_per_job_{part}", ms, "ms", **context)
     return rate
 
 

@@ -40,11 +40,18 @@ def table(file: Any = sys.stdout) -> None:
     print(f"{'bench':<8} {'figure':<34} {'value':>12}  unit", file=file)
     for row in _figures:
         if "figure" in row:
-            label = row["figure"] + (f" [{row['model']}]" if "model" in row else "")
+            label = row["figure"] + _which(row)
             print(f"{row['bench']:<8} {label:<34} {row['value']:>12}  {row['unit']}", file=file)
     for row in _figures:
         if "target" in row:
-            label = row["target"] + (f" [{row['model']}]" if "model" in row else "")
+            label = row["target"] + _which(row)
             mark = "met" if row["met"] else "NOT MET"
             print(f"{row['bench']:<8} target {label:<48} {mark}", file=file)
     file.flush()
+
+
+def _which(row: dict[str, Any]) -> str:
+    """Which model a figure is for, or which of a run's floors: " [rf]", " [#2]"."""
+    if "model" in row:
+        return f" [{row['model']}]"
+    return f" [#{row['at']}]" if "at" in row else ""
