@@ -2,11 +2,16 @@
 
 import gc
 import os
+from importlib import import_module
 
+from django.conf import settings
 from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mlsite.settings")
 application = get_wsgi_application()
+# Django imports the URLconf, and with it every view, DRF and its renderers, on a process's
+# first request: half a second of that request (a batch upload, bench/), in each process.
+import_module(settings.ROOT_URLCONF)
 
 # What loading the project created lives as long as the process: keep it out of the garbage
 # collector's full passes. Each such pass otherwise walked it all while holding the GIL,
