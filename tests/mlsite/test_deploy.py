@@ -1,7 +1,9 @@
-"""docker-compose.yml and the Dockerfile describe the stack the settings expect.
+"""docker-compose.yml, the Dockerfile and the WSGI entry point describe the stack the settings
+expect.
 
 No Docker engine runs in CI, so these read the files: the services, persistence, shared
-storage, and that the settings module accepts the environment compose gives it.
+storage, that the settings module accepts the environment compose gives it, and what a web
+process has loaded before its first request.
 """
 
 import re
