@@ -11,7 +11,7 @@ from django.core.files.storage import default_storage
 from django.db.models import F
 from django.utils import timezone
 
-from mlsite.celery import app
+from mlsite import sending
 from mlsite.errors import DomainError
 from modelregistry import loader
 from modelregistry.models import TaskKind
@@ -39,8 +39,16 @@ def start(job_id: UUID | str, task_id: str) -> dict[str, object]:
     except DomainError as exc:
         running.fail(job.pk, exc.code, str(exc))
         return {"job": str(job.pk), "status": Status.FAILED, "error_code": exc.code}
-    for chunk_id in chunk_ids:
-        app.send_task(CHUNK_TASK, args=[chunk_id], priority=9 - job.priority)
+    try:
+        for chunk_id in chunk_ids:
+            sending.publish(CHUNK_TASK, args=[chunk_id], priority=9 - job.priority)
+    except sending.BrokerUnavailable as exc:
+        # The plan is saved and the job stays running: when its lease runs out the reconciler
+        # runs it again, and the chunks not done by then are sent anew.
+        logger.warning(
+            "batch job %s: chunks not sent (%s); it re-runs when its lease ends", job.pk, exc
+        )
+        return {"job": str(job.pk), "chunks": len(chunk_ids), "unsent": str(exc)}
     if not chunk_ids:  # a lost attempt had scored every chunk but not merged them
         merge_if_complete(job.pk)
     return {"job": str(job.pk), "chunks": len(chunk_ids)}

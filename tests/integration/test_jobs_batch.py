@@ -1,15 +1,38 @@
 """Batch jobs through the REST API and a real worker: chunks in parallel, one merged file."""
 
 import io
+import subprocess
+from datetime import timedelta
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from rest_framework.test import APIClient
 
+from predictions import reconcile
 from predictions.models import BatchChunk, ChunkStatus, PredictionJob, Status
+from tests import processes
 from tests.base import make_user
 from tests.builders import IRIS_FEATURES, in_process_predictions, iris_rows, make_version
 from tests.processes import wait_for
+
+# Submits a file and runs its batch task in a process whose Redis is away: the submission is
+# kept for the reconciler to send, and the task plans the job and cannot send its chunks.
+RUN_WITHOUT_REDIS = """
+import sys
+import django
+django.setup()
+from django.contrib.auth.models import User
+from predictions import submission
+from predictions.tasks import run_batch_job
+path, user_id = sys.argv[1:]
+with open(path, "rb") as upload:
+    job, _ = submission.submit_file(
+        User.objects.get(pk=user_id), "iris", upload, size=len(open(path, "rb").read())
+    )
+run_batch_job.apply(args=[str(job.pk)], task_id=job.task_id)
+print(job.pk)
+"""
 
 
 def client_for(user) -> APIClient:
@@ -145,3 +168,37 @@ def test_a_parquet_upload_is_scored_like_a_csv(live_worker) -> None:
     assert body["status"] == "succeeded", body
     result = client.get(f"/api/v1/jobs/{body['id']}/result/?format=json").json()
     assert [row["prediction"] for row in result] == in_process_predictions(version, rows).tolist()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_whose_chunks_could_not_be_sent_runs_again_when_its_lease_ends(
+    live_worker, tmp_path: Path
+) -> None:
+    version = make_version()
+    rows = iris_rows(500)
+    path = tmp_path / "rows.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    nowhere = f"redis://127.0.0.1:{processes.free_port()}/0"
+    env = processes.process_env(nowhere, BATCH_CHUNK_ROWS="200")
+    run = subprocess.run(
+        [processes.PYTHON, "-c", RUN_WITHOUT_REDIS, str(path), str(make_user().pk)],
+        cwd=processes.ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    job = PredictionJob.objects.get(pk=run.stdout.split()[-1])
+    # Not failed for a Redis that was away: planned, and running until its lease ends.
+    assert (job.status, job.attempts, job.error_code) == (Status.RUNNING, 1, "")
+    assert job.chunks.filter(status=ChunkStatus.PENDING).count() == 3
+
+    assert job.lease_expires_at is not None
+    lease_over = job.lease_expires_at + timedelta(seconds=1)
+    assert reconcile.reconcile(now=lease_over).requeued == 1  # sent to the live worker
+    job = finished(str(job.pk))
+
+    assert (job.status, job.attempts, job.rows_done) == (Status.SUCCEEDED, 2, 500)
+    result = pd.read_csv(job.result_file.path)
+    assert result["prediction"].tolist() == in_process_predictions(version, rows).tolist()
