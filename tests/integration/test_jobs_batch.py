@@ -19,6 +19,7 @@ from tests.processes import wait_for
 # Submits a file and runs its batch task in a process whose Redis is away: the submission is
 # kept for the reconciler to send, and the task plans the job and cannot send its chunks.
 RUN_WITHOUT_REDIS = """
+import os
 import sys
 import django
 django.setup()
@@ -28,7 +29,7 @@ from predictions.tasks import run_batch_job
 path, user_id = sys.argv[1:]
 with open(path, "rb") as upload:
     job, _ = submission.submit_file(
-        User.objects.get(pk=user_id), "iris", upload, size=len(open(path, "rb").read())
+        User.objects.get(pk=user_id), "iris", upload, size=os.path.getsize(path)
     )
 run_batch_job.apply(args=[str(job.pk)], task_id=job.task_id)
 print(job.pk)
