@@ -59,6 +59,20 @@ def wait_for(condition, timeout: float, what: str, interval: float = 0.1) -> Non
     raise TimeoutError(f"{what} not ready after {timeout} s")
 
 
+def dump_stacks(*processes: subprocess.Popen) -> str:
+    """What each process (and its children) is doing now, from py-spy, for a failure report."""
+    py_spy = str(Path(PYTHON).parent / "py-spy")
+    dumps = []
+    for process in processes:
+        args = [py_spy, "dump", "--subprocesses", "--pid", str(process.pid)]
+        try:
+            done = subprocess.run(args, capture_output=True, text=True, timeout=30)
+            dumps.append(done.stdout + done.stderr)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            dumps.append(f"py-spy dump of {process.pid} failed: {error}")
+    return "\n".join(dumps)
+
+
 def stop(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
     if process.poll() is None:
         process.send_signal(sig)

@@ -22,12 +22,12 @@ def get_health(port: int) -> tuple[int, dict]:
 def test_health_turns_503_without_redis_and_200_when_it_is_back(private_redis) -> None:
     port = processes.free_port()
     with ExitStack() as stack:
-        for start in (
-            lambda: processes.start_web(port, private_redis.url),
-            lambda: processes.start_worker(private_redis.url),
-            lambda: processes.start_beat(private_redis.url),
-        ):
-            stack.callback(processes.stop, start())
+        web = processes.start_web(port, private_redis.url)
+        stack.callback(processes.stop, web)
+        worker = processes.start_worker(private_redis.url)
+        stack.callback(processes.stop, worker)
+        beat = processes.start_beat(private_redis.url)
+        stack.callback(processes.stop, beat)
         processes.wait_for(lambda: get_health(port)[0] == 200, 40, "a green /healthz")
         status, body = get_health(port)
         assert body["status"] == "ok" and body["checks"]["workers"]["workers"]
@@ -38,7 +38,18 @@ def test_health_turns_503_without_redis_and_200_when_it_is_back(private_redis) -
         assert "broker" in body["failing"]
 
         private_redis.start()
-        processes.wait_for(lambda: get_health(port)[0] == 200, 60, "/healthz green again")
+        last: dict = {}
+
+        def green() -> bool:
+            status, body = get_health(port)
+            last.update(body)
+            return status == 200
+
+        try:
+            processes.wait_for(green, 60, "/healthz green again")
+        except TimeoutError:
+            stacks = processes.dump_stacks(web, worker, beat)
+            pytest.fail(f"/healthz still failing 60 s after Redis came back: {last}\n{stacks}")
 
 
 @pytest.mark.django_db(transaction=True)
