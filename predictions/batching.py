@@ -2,6 +2,7 @@
 
 import logging
 import shutil
+from datetime import timedelta
 from pathlib import Path
 from uuid import UUID
 
@@ -43,15 +44,30 @@ def start(job_id: UUID | str, task_id: str) -> dict[str, object]:
         for chunk_id in chunk_ids:
             sending.publish(CHUNK_TASK, args=[chunk_id], priority=9 - job.priority)
     except sending.BrokerUnavailable as exc:
-        # The plan is saved and the job stays running: when its lease runs out the reconciler
-        # runs it again, and the chunks not done by then are sent anew.
+        _run_again_later(job, task_id)
         logger.warning(
-            "batch job %s: chunks not sent (%s); it re-runs when its lease ends", job.pk, exc
+            "batch job %s: chunks not sent (%s); it runs again in %d s",
+            job.pk,
+            exc,
+            settings.RECONCILE_QUEUED_AFTER,
         )
         return {"job": str(job.pk), "chunks": len(chunk_ids), "unsent": str(exc)}
     if not chunk_ids:  # a lost attempt had scored every chunk but not merged them
         merge_if_complete(job.pk)
     return {"job": str(job.pk), "chunks": len(chunk_ids)}
+
+
+def _run_again_later(job: PredictionJob, task_id: str) -> None:
+    """A batch whose chunks could not all be sent keeps its plan and stays running, with a
+    lease as short as a queued job's wait for a resend: the reconciler then runs it again
+    and the chunks not done are sent anew. The broker's absence is no lost worker, so the
+    attempt is given back. (Should some chunks have gone out before the broker went away,
+    each renews the full lease as it runs, and the rest wait for that lease to end.)
+    """
+    retry_at = timezone.now() + timedelta(seconds=settings.RECONCILE_QUEUED_AFTER)
+    PredictionJob.objects.filter(pk=job.pk, status=Status.RUNNING, task_id=task_id).update(
+        attempts=F("attempts") - 1, lease_expires_at=retry_at
+    )
 
 
 def _plan(job: PredictionJob) -> list[int]:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from django.conf import settings
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from predictions import reconcile
@@ -172,7 +174,7 @@ def test_a_parquet_upload_is_scored_like_a_csv(live_worker) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_batch_whose_chunks_could_not_be_sent_runs_again_when_its_lease_ends(
+def test_a_batch_whose_chunks_could_not_be_sent_runs_again_a_minute_later(
     live_worker, tmp_path: Path
 ) -> None:
     version = make_version()
@@ -191,15 +193,19 @@ def test_a_batch_whose_chunks_could_not_be_sent_runs_again_when_its_lease_ends(
         check=True,
     )
     job = PredictionJob.objects.get(pk=run.stdout.split()[-1])
-    # Not failed for a Redis that was away: planned, and running until its lease ends.
-    assert (job.status, job.attempts, job.error_code) == (Status.RUNNING, 1, "")
+    # Not failed for a Redis that was away: planned, running, and no attempt spent.
+    assert (job.status, job.attempts, job.error_code) == (Status.RUNNING, 0, "")
     assert job.chunks.filter(status=ChunkStatus.PENDING).count() == 3
-
+    # Its lease ends as soon as a queued job would be resent, not after a task's time limit.
     assert job.lease_expires_at is not None
+    assert job.lease_expires_at <= timezone.now() + timedelta(
+        seconds=settings.RECONCILE_QUEUED_AFTER
+    )
+
     lease_over = job.lease_expires_at + timedelta(seconds=1)
     assert reconcile.reconcile(now=lease_over).requeued == 1  # sent to the live worker
     job = finished(str(job.pk))
 
-    assert (job.status, job.attempts, job.rows_done) == (Status.SUCCEEDED, 2, 500)
+    assert (job.status, job.attempts, job.rows_done) == (Status.SUCCEEDED, 1, 500)
     result = pd.read_csv(job.result_file.path)
     assert result["prediction"].tolist() == in_process_predictions(version, rows).tolist()
