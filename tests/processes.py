@@ -47,6 +47,15 @@ def process_env(redis_url: str | None = None, **extra: str) -> dict[str, str]:
     return env
 
 
+def run_python(
+    args: list[str], env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """The project's Python run with `args` in the project's directory; output kept as text."""
+    return subprocess.run(
+        [PYTHON, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
 def wait_for(condition, timeout: float, what: str, interval: float = 0.1) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

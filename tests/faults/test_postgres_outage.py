@@ -5,8 +5,6 @@ stopping it disturbs no other test; the test reads the outcome with psycopg.
 """
 
 import json
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -41,15 +39,8 @@ def postgres() -> Iterator[PrivatePostgres]:
 
 def manage(database_url: str, *args: str) -> str:
     env = processes.process_env(DATABASE_URL=database_url)
-    done = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=processes.ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=True,
-    )
+    done = processes.run_python(["manage.py", *args], env, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
 
 

@@ -1,7 +1,6 @@
 """Batch jobs through the REST API and a real worker: chunks in parallel, one merged file."""
 
 import io
-import subprocess
 from datetime import timedelta
 from pathlib import Path
 
@@ -183,15 +182,8 @@ def test_a_batch_whose_chunks_could_not_be_sent_runs_again_a_minute_later(
     pd.DataFrame(rows).to_csv(path, index=False)
     nowhere = f"redis://127.0.0.1:{processes.free_port()}/0"
     env = processes.process_env(nowhere, BATCH_CHUNK_ROWS="200")
-    run = subprocess.run(
-        [processes.PYTHON, "-c", RUN_WITHOUT_REDIS, str(path), str(make_user().pk)],
-        cwd=processes.ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
+    run = processes.run_python(["-c", RUN_WITHOUT_REDIS, str(path), str(make_user().pk)], env)
+    assert run.returncode == 0, run.stderr
     job = PredictionJob.objects.get(pk=run.stdout.split()[-1])
     # Not failed for a Redis that was away: planned, running, and no attempt spent.
     assert (job.status, job.attempts, job.error_code) == (Status.RUNNING, 0, "")

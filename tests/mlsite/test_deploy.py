@@ -7,7 +7,6 @@ process has loaded before its first request.
 """
 
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,7 +14,8 @@ import pytest
 import yaml
 from django.conf import settings
 
-ROOT = Path(__file__).resolve().parent.parent.parent
+from tests.processes import ROOT, run_python
+
 APP_SERVICES = ("web", "worker", "beat", "flower")
 
 
@@ -74,9 +74,7 @@ def test_the_settings_accept_the_environment_compose_gives_them(compose: dict) -
     )
     env["PATH"] = "/usr/bin:/bin"
     env["DJANGO_SETTINGS_MODULE"] = "mlsite.settings"
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
-    )
+    out = run_python(["-c", code], env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [
         "django.db.backends.postgresql",
@@ -110,8 +108,6 @@ def test_a_web_process_loads_every_view_before_its_first_request(tmp_path: Path)
         "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
         "ARTIFACT_ROOT": str(tmp_path / "models"),
     }
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
-    )
+    out = run_python(["-c", code], env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "True", "True"]

@@ -2,23 +2,15 @@
 
 import os
 import subprocess
-import sys
 
 import pytest
 
-from tests.processes import ROOT
+from tests.processes import run_python
 
 
 def django_check(**env: str) -> subprocess.CompletedProcess:
     environment = {**os.environ, "DEBUG": "0", "SECRET_KEY": "x" * 50, **env}
-    return subprocess.run(
-        [sys.executable, "manage.py", "check"],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_python(["manage.py", "check"], environment, timeout=60)
 
 
 @pytest.mark.parametrize(
