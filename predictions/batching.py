@@ -46,7 +46,7 @@ def start(job_id: UUID | str, task_id: str) -> dict[str, object]:
     except sending.BrokerUnavailable as exc:
         _run_again_later(job, task_id)
         logger.warning(
-            "batch job %s: chunks not sent (%s); it runs again in %d s",
+            "batch job %s: chunks not sent (%s); the reconciler runs it again after %d s",
             job.pk,
             exc,
             settings.RECONCILE_QUEUED_AFTER,
