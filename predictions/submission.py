@@ -16,6 +16,7 @@ from modelregistry import versions
 from modelregistry.models import ModelVersion
 
 from . import inputs
+from .jobrows import RowInsert
 from .models import Kind, PredictionJob
 
 logger = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ TASK_FOR_KIND: dict[str, str] = {
     Kind.SINGLE: "predictions.tasks.score_single_jobs",
     Kind.BATCH: "predictions.tasks.run_batch_job",
 }
+NEW_JOB = RowInsert()
 
 
 def submit_rows(
@@ -115,7 +117,7 @@ def _create(job: PredictionJob) -> tuple[PredictionJob, bool]:
     own_transaction = transaction.atomic() if connection.in_atomic_block else nullcontext()
     try:
         with own_transaction:
-            job.save(force_insert=True)
+            NEW_JOB.run(job)
             transaction.on_commit(partial(send, job.pk, job.kind, job.task_id, job.priority))
     except IntegrityError:
         # Two submissions with one idempotency key raced; the first one's job is the answer.

@@ -1,4 +1,4 @@
-"""Submitting: a request that lost an idempotency race answers with the winner's job."""
+"""Submitting: the row is the ORM's; a lost idempotency race answers with the winner's job."""
 
 import pytest
 
@@ -37,3 +37,25 @@ def test_a_lost_idempotency_race_returns_the_first_job(monkeypatch, db_mode) -> 
 
     assert (second.pk, created, created_again) == (first.pk, True, False)
     assert PredictionJob.objects.filter(owner=owner).count() == 1
+
+
+@pytest.mark.postgres  # the two databases adapt UUIDs, JSON and times differently
+@pytest.mark.django_db
+def test_a_submitted_job_is_stored_as_the_orm_would_store_it() -> None:
+    make_version()
+    submitted, _ = submission.submit_rows(make_user("writer"), "iris", iris_rows(2), priority=7)
+    saved = PredictionJob(
+        owner=submitted.owner,
+        kind=submitted.kind,
+        inputs=submitted.inputs,
+        rows_total=2,
+        **submission._common(submitted.version, "iris", 7, ""),
+    )
+    saved.save(force_insert=True)
+
+    ours, orms = (PredictionJob.objects.values().get(pk=job.pk) for job in (submitted, saved))
+    for name in ("id", "task_id", "created_at", "enqueued_at"):  # each job's own
+        assert ours.pop(name) == getattr(submitted, name)
+        orms.pop(name)
+    assert ours == orms
+    assert not submitted._state.adding  # a later save() updates it
