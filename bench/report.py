@@ -51,7 +51,8 @@ def table(file: Any = sys.stdout) -> None:
 
 
 def _which(row: dict[str, Any]) -> str:
-    """Which model a figure is for, or which of a run's floors: " [rf]", " [#2]"."""
+    """Which model (and round) a figure is for, or which of a run's floors: " [rf]",
+    " [hgb r2]", " [#2]"."""
     if "model" in row:
-        return f" [{row['model']}]"
+        return f" [{row['model']} r{row['round']}]" if "round" in row else f" [{row['model']}]"
     return f" [#{row['at']}]" if "at" in row else ""

@@ -207,7 +207,8 @@ class Stack(AbstractContextManager):
         """With BENCH_PROFILE=1, py-spy samples the worker and web processes meanwhile.
 
         BENCH_PROFILE=gil samples only threads holding the GIL (Python's own CPU time, not
-        waits). Collapsed stacks land in var/bench/<name>/profile-<label>-<process>.txt.
+        waits); BENCH_PROFILE_RATE sets the samples a second (200). Collapsed stacks land in
+        var/bench/<name>/profile-<label>-<process>.txt.
         """
         mode = os.environ.get("BENCH_PROFILE", "")
         if mode not in ("1", "gil"):
@@ -218,7 +219,8 @@ class Stack(AbstractContextManager):
             assert process is not None
             out = self.dir / f"profile-{label}-{what}.txt"
             args = ["py-spy", "record", "--pid", str(process.pid), "--subprocesses"]
-            args += ["--format", "raw", "--rate", "200", "--output", str(out), "--nonblocking"]
+            rate = os.environ.get("BENCH_PROFILE_RATE", "200")  # samples a second
+            args += ["--format", "raw", "--rate", rate, "--output", str(out), "--nonblocking"]
             args += ["--gil"] if mode == "gil" else []
             spies.append(subprocess.Popen([str(Path(PYTHON).parent / args[0]), *args[1:]]))
         try:
