@@ -89,7 +89,12 @@ def wait_until_finished(
 
 
 def listening_epoch() -> int | None:
-    """Which continuous subscription this process listens with now; None when it does not."""
+    """Which continuous subscription this process listens with now; None when it does not.
+
+    A request calls this before it sends the job it will wait for: from then on the process
+    remembers the announcements it hears.
+    """
+    _waiting.keep_announcements()
     return listening.epoch()
 
 
@@ -147,10 +152,18 @@ class Waiting:
         self._lock = threading.Lock()
         self._waiters: dict[str, set[Waiter]] = {}
         self._recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._keeping = False
+
+    def keep_announcements(self) -> None:
+        """Handle what is announced from now on. Until a request of this process waits, none of
+        it can matter here, so a process that never waits (a worker: its listener is there
+        for the caches) neither parses every finished batch nor holds the last ten thousand."""
+        self._keeping = True
 
     @contextmanager
     def expect(self, job_id: str, *, see_recent: bool) -> Iterator[Waiter]:
         waiter = Waiter()
+        self.keep_announcements()
         with self._lock:
             self._waiters.setdefault(job_id, set()).add(waiter)
             if see_recent and job_id in self._recent:  # announced just before the wait began
@@ -165,6 +178,8 @@ class Waiting:
                     self._waiters.pop(job_id, None)
 
     def deliver(self, data: bytes) -> None:
+        if not self._keeping:
+            return
         entries = json.loads(data)
         with self._lock:
             for entry in entries:
