@@ -12,7 +12,8 @@ database preparation, so SQLite and PostgreSQL store them exactly as the ORM wou
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 from .models import PredictionJob
 
@@ -28,12 +29,13 @@ class RowInsert:
         self._sql = ""
 
     def run(self, job: PredictionJob) -> None:
+        db = _this_threads_connection()
         fields = PredictionJob._meta.concrete_fields
-        values = [field.get_db_prep_save(field.pre_save(job, True), connection) for field in fields]
-        with connection.cursor() as cursor:
+        values = [field.get_db_prep_save(field.pre_save(job, True), db) for field in fields]
+        with db.cursor() as cursor:
             cursor.execute(self.sql, values)
         job._state.adding = False
-        job._state.db = connection.alias
+        job._state.db = db.alias
 
     @property
     def sql(self) -> str:
@@ -69,10 +71,11 @@ class RowUpdate:
 
     def run(self, rows: Iterable[tuple[Mapping[str, Any], Mapping[str, Any]]]) -> list[bool]:
         """Apply (assigned values, matched values) per row; whether each row was changed."""
-        with connection.cursor() as cursor:
+        db = _this_threads_connection()
+        with db.cursor() as cursor:
             changed = []
             for assigned, matched in rows:
-                cursor.execute(self.sql, self._params(assigned, matched))
+                cursor.execute(self.sql, self._params(db, assigned, matched))
                 changed.append(cursor.rowcount == 1)
             return changed
 
@@ -89,13 +92,20 @@ class RowUpdate:
             self._sql = f"UPDATE {table} SET {', '.join(sets)} WHERE {' AND '.join(wheres)}"  # noqa: S608
         return self._sql
 
-    def _params(self, assigned: Mapping[str, Any], matched: Mapping[str, Any]) -> list[Any]:
-        values = [
-            _field(name).get_db_prep_save(assigned[name], connection) for name in self.assigned
-        ]
+    def _params(
+        self, db: BaseDatabaseWrapper, assigned: Mapping[str, Any], matched: Mapping[str, Any]
+    ) -> list[Any]:
+        values = [_field(name).get_db_prep_save(assigned[name], db) for name in self.assigned]
         conditions = [*((name, matched[name]) for name in self.matched), *self.required.items()]
-        values += [_field(name).get_db_prep_value(value, connection) for name, value in conditions]
+        values += [_field(name).get_db_prep_value(value, db) for name, value in conditions]
         return values
+
+
+def _this_threads_connection() -> BaseDatabaseWrapper:
+    """The default database's connection, looked up once: `connection` is a proxy that looks
+    it up on every attribute, and the fields' preparation asks it several times each (an
+    INSERT's values took 44 instead of 26 us)."""
+    return connections[DEFAULT_DB_ALIAS]
 
 
 def _field(name: str) -> Any:
