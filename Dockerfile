@@ -26,4 +26,4 @@ RUN DEBUG=1 python manage.py collectstatic --no-input -v 0 \
 
 USER app
 EXPOSE 8000 5555
-CMD ["gunicorn", "mlsite.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--threads", "16", "--access-logfile", "-"]
+CMD ["gunicorn", "mlsite.wsgi", "--bind", "0.0.0.0:8000", "--workers", "2", "--threads", "16", "--access-logfile", "-"]

@@ -22,7 +22,7 @@ BENCH_USER = "bench"
 
 # The service configuration the benchmarks measure; each can be overridden from the
 # environment of the bench command (the README lists them).
-WEB_WORKERS = int(os.environ.get("BENCH_WEB_WORKERS", "3"))
+WEB_WORKERS = int(os.environ.get("BENCH_WEB_WORKERS", "2"))
 WEB_THREADS = int(os.environ.get("BENCH_WEB_THREADS", "16"))
 WORKER_CONCURRENCY = int(os.environ.get("BENCH_WORKER_CONCURRENCY", "2"))
 WORKER_POOL = os.environ.get("BENCH_WORKER_POOL", "prefork")
