@@ -3,6 +3,7 @@
 import csv
 import io
 import re
+import subprocess
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,11 +14,12 @@ from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from playwright.sync_api import Page, expect
 
+from mlsite import broker
 from modelregistry.models import ModelVersion, RunStatus, Stage, TrainingRun
 from predictions.models import Kind, PredictionJob, Status
 from tests.base import make_user
 from tests.builders import IRIS_FEATURES, iris_rows, make_training_spec, make_version
-from tests.processes import wait_for
+from tests.processes import dump_stacks, wait_for
 
 from .conftest import save_docs_screenshot, sign_in, staff_password
 
@@ -39,8 +41,20 @@ def rows_csv(path: Path, count: int) -> Path:
     return path
 
 
+def what_the_stack_holds(job: PredictionJob, worker: subprocess.Popen) -> str:
+    """For a job that did not finish: its row and chunks, the queues, the worker's stacks."""
+    job.refresh_from_db()
+    chunks = list(job.chunks.order_by("index").values_list("index", "status", "rows_failed"))
+    depths = {name: broker.queue_depth(name) for name in ("predict", "batch", "default")}
+    unacked = broker.client().zcard("unacked_index")
+    return (
+        f"job {job.status} rows {job.rows_done}/{job.rows_total} chunks {chunks}; "
+        f"queued {depths}, unacked {unacked}\n{dump_stacks(worker)}"
+    )
+
+
 def test_a_new_user_submits_a_csv_watches_it_finish_and_downloads_the_result(
-    page: Page, live_beat, tmp_path: Path
+    page: Page, live_beat, live_worker: subprocess.Popen, tmp_path: Path
 ) -> None:
     make_version("iris")
     username = new_staff_user()
@@ -58,7 +72,10 @@ def test_a_new_user_submits_a_csv_watches_it_finish_and_downloads_the_result(
     assert job.kind == Kind.BATCH
     page.goto(f"/admin/predictions/predictionjob/{job.pk}/change/")
     # The page follows the job by itself (progress.js), reloading once it is finished.
-    expect(page.locator(f'[data-job-percent="{job.pk}"]')).to_have_text("100%", timeout=60_000)
+    try:
+        expect(page.locator(f'[data-job-percent="{job.pk}"]')).to_have_text("100%", timeout=60_000)
+    except AssertionError as failure:  # seen once in a full CI run: say where it was stuck
+        raise AssertionError(f"{failure}\n{what_the_stack_holds(job, live_worker)}") from None
     expect(page.locator("a", has_text=re.compile("^CSV$"))).to_be_visible(timeout=10_000)
     expect(page.locator(f'progress[data-job="{job.pk}"]')).to_have_attribute("value", "100")
     save_docs_screenshot(page, "job-page")
