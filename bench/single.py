@@ -9,6 +9,7 @@ Run: `python -m bench.single` (BENCH_MODELS=rf,hgb by default).
 """
 
 import http.client
+import itertools
 import json
 import os
 import resource
@@ -175,11 +176,10 @@ def main() -> None:
     BENCH_FLOOR_RATE gives a fixed floor instead (quicker while tuning)."""
     fixed = os.environ.get("BENCH_FLOOR_RATE")
     with Stack("single") as stack:
-        floors: list[float] = []
+        numbers = itertools.count(1)
 
         def next_floor() -> float:
-            floors.append(float(fixed) if fixed else floor.measure(stack, at=len(floors) + 1))
-            return floors[-1]
+            return float(fixed) if fixed else floor.measure(stack, at=next(numbers))
 
         works = [prepare(stack, kind) for kind in KINDS]
         rounds: dict[str, list[dict[str, float]]] = {kind: [] for kind in KINDS}
@@ -188,7 +188,8 @@ def main() -> None:
             for work in works:
                 got = measure(stack, work, round_)
                 after = next_floor()
-                got["ratio"] = got["rate"] / ((before + after) / 2)
+                around = (before + after) / 2
+                got["ratio"] = got["rate"] / around
                 report.figure(
                     "single",
                     "ratio_to_floor",
@@ -196,7 +197,7 @@ def main() -> None:
                     "x",
                     model=work.kind,
                     round=round_,
-                    floor_jobs_per_s=round((before + after) / 2, 1),
+                    floor_jobs_per_s=round(around, 1),
                 )
                 rounds[work.kind].append(got)
                 before = after

@@ -14,7 +14,7 @@ from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from playwright.sync_api import Page, expect
 
-from mlsite import broker
+from mlsite import broker, dashboard
 from modelregistry.models import ModelVersion, RunStatus, Stage, TrainingRun
 from predictions.models import Kind, PredictionJob, Status
 from tests.base import make_user
@@ -45,11 +45,10 @@ def what_the_stack_holds(job: PredictionJob, worker: subprocess.Popen) -> str:
     """For a job that did not finish: its row and chunks, the queues, the worker's stacks."""
     job.refresh_from_db()
     chunks = list(job.chunks.order_by("index").values_list("index", "status", "rows_failed"))
-    depths = {name: broker.queue_depth(name) for name in ("predict", "batch", "default")}
     unacked = broker.client().zcard("unacked_index")
     return (
         f"job {job.status} rows {job.rows_done}/{job.rows_total} chunks {chunks}; "
-        f"queued {depths}, unacked {unacked}\n{dump_stacks(worker)}"
+        f"queued {dashboard.queue_depths()}, unacked {unacked}\n{dump_stacks(worker)}"
     )
 
 
