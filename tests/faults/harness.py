@@ -192,16 +192,28 @@ def figures_for(
     figures = Figures(http_5xx=api.server_errors if api else 0)
     jobs = PredictionJob.objects.select_related("version").filter(pk__in=job_ids)
     found = {str(job.pk): job for job in jobs}
-    figures.lost += len(set(job_ids) - set(found))
+    missing = len(set(job_ids) - set(found))
     successes = successful_writes(job_ids)
+    wrong = []
     for job_id, job in found.items():
         if job.status in (Status.RUNNING, Status.QUEUED):
             figures.stuck += 1
         elif not is_right(job, rows_of.get(job_id)):
-            figures.lost += 1
+            wrong.append(how_it_ended(job))
         if successes.get(job_id, 0) > 1:
             figures.duplicated += 1
+    figures.lost = missing + len(wrong)
+    if figures.lost:  # say which and how they ended: a rare loss is otherwise a riddle
+        figures.notes.update(missing=missing, wrong=wrong[:5])
     return figures
+
+
+def how_it_ended(job: PredictionJob) -> dict[str, object]:
+    told = ("kind", "status", "error_code", "error_message", "attempts", "task_id")
+    ended = {name: getattr(job, name) for name in told}
+    ended.update(rows=f"{job.rows_done}/{job.rows_total} ({job.rows_failed} failed)")
+    ended.update(outputs=(job.outputs or [])[:2])
+    return ended
 
 
 def successful_writes(job_ids: Sequence[str]) -> dict[str, int]:

@@ -1,6 +1,7 @@
 """Sending task messages: each thread keeps a producer, made afresh where it cannot be trusted."""
 
 import os
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -99,3 +100,17 @@ def test_a_message_is_the_one_celerys_send_task_would_send(in_a_task: bool) -> N
     assert ours["headers"]["root_id"] == ("root-id" if in_a_task else task_id)
     assert ours["properties"]["delivery_info"]["routing_key"] == "predict"
     assert children == ([task_id, task_id] if in_a_task else [])  # both linked to the parent
+
+
+def test_a_forked_child_names_itself_as_the_origin_of_what_it_sends() -> None:
+    parents = sending._origin()  # remembered in the parent before the fork
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: report its origin and leave without running pytest's exit
+        os.write(writer, sending._origin().encode())
+        os._exit(0)
+    os.close(writer)
+    childs = os.read(reader, 200).decode()
+    os.waitpid(child, 0)
+    assert parents == f"gen{os.getpid()}@{socket.gethostname()}"
+    assert childs == f"gen{child}@{socket.gethostname()}"
