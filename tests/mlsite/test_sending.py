@@ -106,11 +106,14 @@ def test_a_forked_child_names_itself_as_the_origin_of_what_it_sends() -> None:
     parents = sending._origin()  # remembered in the parent before the fork
     reader, writer = os.pipe()
     child = os.fork()
-    if child == 0:  # the child: report its origin and leave without running pytest's exit
-        os.write(writer, sending._origin().encode())
-        os._exit(0)
+    if child == 0:  # the child: report its origin and leave, whatever happens, without pytest
+        try:
+            os.write(writer, sending._origin().encode())
+        finally:
+            os._exit(0)
     os.close(writer)
-    childs = os.read(reader, 200).decode()
+    with open(reader, "rb") as pipe:
+        childs = pipe.read().decode()
     os.waitpid(child, 0)
     assert parents == f"gen{os.getpid()}@{socket.gethostname()}"
     assert childs == f"gen{child}@{socket.gethostname()}"
