@@ -1,9 +1,12 @@
 """Batch jobs as plain functions: plan chunks, score them, cancel between them, merge once."""
 
+from datetime import datetime
+
 import numpy as np
 import pandas as pd
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import OperationalError
 from django.test import override_settings
 
 from predictions import batchfiles, batching, running, submission
@@ -47,6 +50,29 @@ def test_a_batch_is_planned_in_row_ranges_and_merged_once_by_the_last_chunk() ->
     result = pd.read_csv(job.result_file.path)
     assert result["prediction"].tolist() == in_process_predictions(version, iris_rows(35)).tolist()
     assert not batching.work_dir(job.pk).exists()
+
+
+@override_settings(BATCH_CHUNK_ROWS=10)
+def test_a_chunk_is_done_only_with_its_rows_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    make_version()
+    job = submit_csv(iris_csv(15))
+    batching.start(job.pk, "t")
+    first, _ = sorted(chunk_ids(job))
+    leases = []
+
+    def lease_until_the_database_goes(now: datetime) -> datetime:
+        leases.append(now)  # the chunk renews its job's lease first, then counts its rows
+        if len(leases) > 1:
+            raise OperationalError("server closed the connection unexpectedly")
+        return now
+
+    monkeypatch.setattr(running, "lease_until", lease_until_the_database_goes)
+    with pytest.raises(OperationalError):
+        batching.score_chunk(first)
+
+    job.refresh_from_db()
+    assert (job.status, job.rows_done) == (Status.RUNNING, 0)
+    assert BatchChunk.objects.get(pk=first).status == ChunkStatus.RUNNING  # the lease's to redo
 
 
 @override_settings(BATCH_CHUNK_ROWS=10)
