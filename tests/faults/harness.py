@@ -57,6 +57,13 @@ class Figures:
             f"stuck={self.stuck} http_5xx={self.http_5xx} {extra}"
         )
 
+    def count_lost(self, missing: int, wrong: list[dict[str, object]]) -> None:
+        """Jobs gone, and jobs that ended wrong (each told as how it ended): both are lost, and
+        the report says which, for a rare loss is otherwise a riddle."""
+        self.lost = missing + len(wrong)
+        if self.lost:
+            self.notes.update(missing=missing, wrong=wrong[:5])
+
     def assert_zero(self) -> None:
         assert (self.lost, self.duplicated, self.stuck, self.http_5xx) == (0, 0, 0, 0), self
 
@@ -194,7 +201,7 @@ def figures_for(
     found = {str(job.pk): job for job in jobs}
     missing = len(set(job_ids) - set(found))
     successes = successful_writes(job_ids)
-    wrong = []
+    wrong: list[dict[str, object]] = []
     for job_id, job in found.items():
         if job.status in (Status.RUNNING, Status.QUEUED):
             figures.stuck += 1
@@ -202,9 +209,7 @@ def figures_for(
             wrong.append(how_it_ended(job))
         if successes.get(job_id, 0) > 1:
             figures.duplicated += 1
-    figures.lost = missing + len(wrong)
-    if figures.lost:  # say which and how they ended: a rare loss is otherwise a riddle
-        figures.notes.update(missing=missing, wrong=wrong[:5])
+    figures.count_lost(missing, wrong)
     return figures
 
 
