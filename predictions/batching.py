@@ -10,7 +10,7 @@ import numpy as np
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from mlsite import sending
@@ -74,7 +74,9 @@ def _run_again_later(job: PredictionJob, task_id: str) -> None:
 def _plan(job: PredictionJob) -> list[int]:
     if job.chunks.exists():
         # A re-run after a lost worker: done chunks stand, the rest run again.
-        job.chunks.filter(status=ChunkStatus.RUNNING).update(status=ChunkStatus.PENDING)
+        job.chunks.filter(status=ChunkStatus.RUNNING).update(
+            status=ChunkStatus.PENDING, claimed_by=""
+        )
         PredictionJob.objects.filter(pk=job.pk).update(result_file="")
         return list(job.chunks.exclude(status=ChunkStatus.DONE).values_list("pk", flat=True))
     directory = work_dir(job.pk)
@@ -123,11 +125,18 @@ def _cut(job: PredictionJob, directory: Path) -> tuple[list[ByteRange], int, lis
     return spans, conversion.rows, conversion.bad_lines
 
 
-def score_chunk(chunk_id: int) -> dict[str, object]:
-    """Score one chunk unless its job was cancelled or it is taken; the last chunk merges."""
-    claimed = BatchChunk.objects.filter(
-        pk=chunk_id, status=ChunkStatus.PENDING, job__status=Status.RUNNING
-    ).update(status=ChunkStatus.RUNNING)
+def score_chunk(chunk_id: int, task_id: str = "", *, retrying: bool = False) -> dict[str, object]:
+    """Score one chunk unless its job was cancelled or it is taken; the last chunk merges.
+
+    A retry of the task that claimed the chunk (same task id, after a database error) takes
+    it back: the first attempt is over, and the chunk need not wait for the job's lease.
+    """
+    claimable = Q(status=ChunkStatus.PENDING)
+    if retrying and task_id:
+        claimable |= Q(status=ChunkStatus.RUNNING, claimed_by=task_id)
+    claimed = BatchChunk.objects.filter(claimable, pk=chunk_id, job__status=Status.RUNNING).update(
+        status=ChunkStatus.RUNNING, claimed_by=task_id
+    )
     if not claimed:
         return {"chunk": chunk_id, "skipped": "not pending or job not running"}
     chunk = BatchChunk.objects.select_related("job__version__registered_model").get(pk=chunk_id)
@@ -141,7 +150,7 @@ def score_chunk(chunk_id: int) -> dict[str, object]:
     # The chunk is done only with its rows counted: written apart, a database lost between
     # the two left a done chunk whose rows no retry counted, and the job succeeded short of
     # them (PostgreSQL outage test: 19,500 of 20,000). Rolled back, the chunk stays running
-    # and the job's lease brings it back.
+    # for the task's retry to take back (or, had the task no retry left, the job's lease).
     with transaction.atomic():
         finished = BatchChunk.objects.filter(pk=chunk_id, status=ChunkStatus.RUNNING).update(
             status=ChunkStatus.DONE, rows_failed=failed + unreadable

@@ -185,6 +185,13 @@ class BatchChunk(models.Model):
         "status", max_length=10, choices=ChunkStatus.choices, default=ChunkStatus.PENDING
     )
     rows_failed = models.PositiveIntegerField("rows failed", default=0, help_text="")
+    claimed_by = models.CharField(
+        "claimed by",
+        max_length=255,
+        blank=True,
+        default="",
+        help_text="The Celery task id scoring it; that task's own retry may take it back.",
+    )
     output_path = models.CharField("output part", max_length=300, blank=True, help_text="")
     error_path = models.CharField("error part", max_length=300, blank=True, help_text="")
     updated_at = models.DateTimeField("updated", auto_now=True, help_text="")

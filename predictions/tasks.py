@@ -68,7 +68,8 @@ def run_batch_job(job_id: str) -> dict[str, Any]:
 def score_batch_chunk(chunk_id: int) -> dict[str, Any]:
     """Score one chunk of a batch job; the last chunk to finish merges the result."""
     try:
-        return batching.score_chunk(chunk_id)
+        request = score_batch_chunk.request
+        return batching.score_chunk(chunk_id, request.id, retrying=bool(request.retries))
     except DatabaseError:
         raise
     except Exception as exc:

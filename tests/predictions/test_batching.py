@@ -53,26 +53,39 @@ def test_a_batch_is_planned_in_row_ranges_and_merged_once_by_the_last_chunk() ->
 
 
 @override_settings(BATCH_CHUNK_ROWS=10)
-def test_a_chunk_is_done_only_with_its_rows_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_chunk_is_done_only_with_its_rows_counted_and_its_retry_takes_it_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     make_version()
     job = submit_csv(iris_csv(15))
     batching.start(job.pk, "t")
-    first, _ = sorted(chunk_ids(job))
+    first, second = sorted(chunk_ids(job))
     leases = []
+    real_lease_until = running.lease_until
 
     def lease_until_the_database_goes(now: datetime) -> datetime:
         leases.append(now)  # the chunk renews its job's lease first, then counts its rows
-        if len(leases) > 1:
+        if len(leases) == 2:
             raise OperationalError("server closed the connection unexpectedly")
-        return now
+        return real_lease_until(now)
 
     monkeypatch.setattr(running, "lease_until", lease_until_the_database_goes)
     with pytest.raises(OperationalError):
-        batching.score_chunk(first)
+        batching.score_chunk(first, "chunk-task")
 
     job.refresh_from_db()
     assert (job.status, job.rows_done) == (Status.RUNNING, 0)
-    assert BatchChunk.objects.get(pk=first).status == ChunkStatus.RUNNING  # the lease's to redo
+    assert BatchChunk.objects.get(pk=first).status == ChunkStatus.RUNNING
+    # A second copy of the message, or another task, leaves the running chunk alone...
+    assert "skipped" in batching.score_chunk(first, "chunk-task")
+    assert "skipped" in batching.score_chunk(first, "other-task", retrying=True)
+    # ...and the task's own retry scores it without waiting for the job's lease.
+    assert batching.score_chunk(first, "chunk-task", retrying=True)["rows"] == 10
+    batching.score_chunk(second, "second-task")
+
+    job.refresh_from_db()
+    assert (job.status, job.rows_done) == (Status.SUCCEEDED, 15)
+    assert len(pd.read_csv(job.result_file.path)) == 15
 
 
 @override_settings(BATCH_CHUNK_ROWS=10)
