@@ -31,9 +31,12 @@ def work_dir(job_id: UUID | str) -> Path:
     return Path(default_storage.path(f"work/{job_id}"))
 
 
-def start(job_id: UUID | str, task_id: str) -> dict[str, object]:
-    """Claim a batch job, plan its chunks (or reuse the plan of a lost attempt), send them."""
-    job = running.claim(job_id, task_id)
+def start(job_id: UUID | str, task_id: str, *, retrying: bool = False) -> dict[str, object]:
+    """Claim a batch job, plan its chunks (or reuse the plan of a lost attempt), send them.
+
+    `retrying`: this is the task's own retry, which may take back the job it claimed.
+    """
+    job = running.claim(job_id, task_id, retrying=retrying)
     if job is None:
         return {"job": str(job_id), "skipped": "not queued"}
     try:
@@ -88,18 +91,21 @@ def _plan(job: PredictionJob) -> list[int]:
     if bad_lines:
         errors = [("", "", f"unreadable line: {reason}") for reason in bad_lines]
         batchfiles.write_errors(directory / "parts" / "errors-unreadable.csv", errors)
-    chunks = BatchChunk.objects.bulk_create(
-        BatchChunk(
-            job=job,
-            index=index,
-            start_row=span.start_row,
-            stop_row=span.stop_row,
-            start_byte=span.start_byte,
-            stop_byte=span.stop_byte,
+    # The plan and the job's row count are one write: chunks without the count would be
+    # taken for a lost attempt's plan, and the job would end with no rows to score.
+    with transaction.atomic():
+        chunks = BatchChunk.objects.bulk_create(
+            BatchChunk(
+                job=job,
+                index=index,
+                start_row=span.start_row,
+                stop_row=span.stop_row,
+                start_byte=span.start_byte,
+                stop_byte=span.stop_byte,
+            )
+            for index, span in enumerate(spans)
         )
-        for index, span in enumerate(spans)
-    )
-    PredictionJob.objects.filter(pk=job.pk).update(rows_total=rows, rows_failed=len(bad_lines))
+        PredictionJob.objects.filter(pk=job.pk).update(rows_total=rows, rows_failed=len(bad_lines))
     return [chunk.pk for chunk in chunks]
 
 
@@ -129,15 +135,13 @@ def score_chunk(chunk_id: int, task_id: str = "", *, retrying: bool = False) -> 
     """Score one chunk unless its job was cancelled or it is taken; the last chunk merges.
 
     A retry of the task that claimed the chunk (same task id, after a database error) takes
-    it back: the first attempt is over, and the chunk need not wait for the job's lease.
+    it back, or, had the attempt before done it, does the merge that may have failed after:
+    the first attempt is over, and neither need wait for the job's lease.
     """
-    claimable = Q(status=ChunkStatus.PENDING)
-    if retrying and task_id:
-        claimable |= Q(status=ChunkStatus.RUNNING, claimed_by=task_id)
-    claimed = BatchChunk.objects.filter(claimable, pk=chunk_id, job__status=Status.RUNNING).update(
-        status=ChunkStatus.RUNNING, claimed_by=task_id
-    )
-    if not claimed:
+    if not _claim_chunk(chunk_id, task_id, retrying):
+        ours = BatchChunk.objects.filter(pk=chunk_id, status=ChunkStatus.DONE, claimed_by=task_id)
+        if retrying and task_id and ours.exists():
+            merge_if_complete(ours.values_list("job_id", flat=True).get())
         return {"chunk": chunk_id, "skipped": "not pending or job not running"}
     chunk = BatchChunk.objects.select_related("job__version__registered_model").get(pk=chunk_id)
     job = chunk.job
@@ -174,6 +178,14 @@ def score_chunk(chunk_id: int, task_id: str = "", *, retrying: bool = False) -> 
         "rows": scored,
         "rows_failed": failed + unreadable,
     }
+
+
+def _claim_chunk(chunk_id: int, task_id: str, retrying: bool) -> bool:
+    claimable = Q(status=ChunkStatus.PENDING)
+    if retrying and task_id:
+        claimable |= Q(status=ChunkStatus.RUNNING, claimed_by=task_id)
+    chunk = BatchChunk.objects.filter(claimable, pk=chunk_id, job__status=Status.RUNNING)
+    return bool(chunk.update(status=ChunkStatus.RUNNING, claimed_by=task_id))
 
 
 def _score_into_part(chunk: BatchChunk) -> tuple[int, int, int]:

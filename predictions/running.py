@@ -14,6 +14,7 @@ from django.db import transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
+from mlsite import dbretry
 from mlsite.errors import Conflict, DomainError
 from mlsite.freshcache import FreshCache
 from modelregistry import loader
@@ -60,8 +61,14 @@ def lease_until(now: datetime) -> datetime:
     return now + timedelta(seconds=settings.JOB_LEASE_SECONDS)
 
 
-def claim(job_id: UUID | str, task_id: str, *, now: datetime | None = None) -> PredictionJob | None:
-    """Move a queued job to running for this task. None means it is not ours to run."""
+def claim(
+    job_id: UUID | str, task_id: str, *, retrying: bool = False, now: datetime | None = None
+) -> PredictionJob | None:
+    """Move a queued job to running for this task. None means it is not ours to run.
+
+    A retry of the task that claimed it (same task id, after a database error) takes it back
+    with a fresh lease and no further attempt counted, instead of waiting for the lease.
+    """
     now = now or timezone.now()
     changed = PredictionJob.objects.filter(pk=job_id, status=Status.QUEUED).update(
         status=Status.RUNNING,
@@ -70,6 +77,10 @@ def claim(job_id: UUID | str, task_id: str, *, now: datetime | None = None) -> P
         attempts=F("attempts") + 1,
         lease_expires_at=lease_until(now),
     )
+    if not changed and retrying:
+        changed = PredictionJob.objects.filter(
+            pk=job_id, status=Status.RUNNING, task_id=task_id
+        ).update(lease_expires_at=lease_until(now))
     if not changed:
         return None
     return PredictionJob.objects.select_related("version__registered_model").get(pk=job_id)
@@ -82,14 +93,23 @@ def claim_many(
     now = now or timezone.now()
     task_of = dict(requests)  # a job sent twice in one micro-batch is claimed once
     changes = {"status": Status.RUNNING, "started_at": now, "lease_expires_at": lease_until(now)}
-    with transaction.atomic():
-        ours = CLAIM.run(
-            [({**changes, "task_id": task}, {"id": job}) for job, task in task_of.items()]
-        )
+    rows = [({**changes, "task_id": task}, {"id": job}) for job, task in task_of.items()]
+
+    def claim_rows() -> list[bool]:
+        with transaction.atomic():
+            return CLAIM.run(rows)
+
+    # Claimed and read back as two steps, each retried alone: a claim retried after its
+    # commit would find its own jobs running, and leave them to the lease.
+    ours = dbretry.retrying(claim_rows, "claiming a micro-batch")
     claimed = [job for job, is_ours in zip(task_of, ours, strict=True) if is_ours]
     if not claimed:
         return []
-    jobs = list(PredictionJob.objects.filter(pk__in=claimed).order_by())
+    return dbretry.retrying(partial(_read_claimed, claimed), "reading a micro-batch's jobs")
+
+
+def _read_claimed(job_ids: list[str]) -> list[PredictionJob]:
+    jobs = list(PredictionJob.objects.filter(pk__in=job_ids).order_by())
     for job in jobs:
         job.version = _version(job.version_id)
     return jobs
@@ -131,23 +151,34 @@ def score_jobs(
     for job in jobs:
         job.finished_at = finished_at
         job.lease_expires_at = None
-    # Only rows still running this attempt are written: a job cancelled meanwhile stays
-    # cancelled, and one the reconciler gave to another worker (a new task id) is theirs.
-    with transaction.atomic():
-        ours = FINISH.run(
-            [
-                (
-                    {name: getattr(job, name) for name in FINISH.assigned},
-                    {"id": job.pk, "task_id": job.task_id},
-                )
-                for job in jobs
-            ]
+    written = dbretry.retrying(
+        partial(_write_finished, jobs, on_written), "writing a micro-batch's outputs"
+    )
+    waiting.announce_finished(written)
+    return [str(job.pk) for job in written]
+
+
+def _write_finished(
+    jobs: Sequence[PredictionJob], on_written: Callable[[list[PredictionJob]], None] | None
+) -> list[PredictionJob]:
+    """Write the jobs' final state in one transaction; the jobs written.
+
+    Only rows still running this attempt are written: a job cancelled meanwhile stays
+    cancelled, and one the reconciler gave to another worker (a new task id) is theirs.
+    """
+    rows = [
+        (
+            {name: getattr(job, name) for name in FINISH.assigned},
+            {"id": job.pk, "task_id": job.task_id},
         )
+        for job in jobs
+    ]
+    with transaction.atomic():
+        ours = FINISH.run(rows)
         written = [job for job, is_ours in zip(jobs, ours, strict=True) if is_ours]
         if on_written is not None:
             on_written(written)
-    waiting.announce_finished(written)
-    return [str(job.pk) for job in written]
+    return written
 
 
 def _score_group(version: ModelVersion, jobs: list[PredictionJob]) -> None:

@@ -55,7 +55,8 @@ def score_single_jobs(requests: list[SimpleRequest]) -> int:
 def run_batch_job(job_id: str) -> dict[str, Any]:
     """Claim a batch job, plan its chunks and send one score_batch_chunk per chunk."""
     try:
-        return batching.start(job_id, run_batch_job.request.id)
+        request = run_batch_job.request
+        return batching.start(job_id, request.id, retrying=bool(request.retries))
     except DatabaseError:
         raise
     except Exception as exc:

@@ -89,6 +89,63 @@ def test_a_chunk_is_done_only_with_its_rows_counted_and_its_retry_takes_it_back(
 
 
 @override_settings(BATCH_CHUNK_ROWS=10)
+def test_a_merge_cut_short_by_the_database_is_done_by_the_chunk_tasks_retry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    make_version()
+    job = submit_csv(iris_csv(15))
+    batching.start(job.pk, "t")
+    first, second = sorted(chunk_ids(job))
+    batching.score_chunk(first, "first-task")
+
+    def the_database_goes(job_id: object) -> bool:
+        raise OperationalError("server closed the connection unexpectedly")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(batching, "merge_if_complete", the_database_goes)
+        with pytest.raises(OperationalError):
+            batching.score_chunk(second, "second-task")
+
+    assert BatchChunk.objects.get(pk=second).status == ChunkStatus.DONE
+    batching.score_chunk(second, "second-task")  # a second copy of the message: no merge
+    job.refresh_from_db()
+    assert (job.status, job.rows_done) == (Status.RUNNING, 15)
+    batching.score_chunk(second, "second-task", retrying=True)
+    job.refresh_from_db()
+    assert job.status == Status.SUCCEEDED
+    assert len(pd.read_csv(job.result_file.path)) == 15
+
+
+@override_settings(BATCH_CHUNK_ROWS=10)
+def test_a_plan_cut_short_by_the_database_is_made_again_by_the_tasks_retry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    make_version()
+    job = submit_csv(iris_csv(15))
+    real_bulk_create = BatchChunk.objects.bulk_create
+
+    def chunks_written_then_the_database_goes(*args: object, **kwargs: object) -> object:
+        real_bulk_create(*args, **kwargs)
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(BatchChunk.objects, "bulk_create", chunks_written_then_the_database_goes)
+    with pytest.raises(OperationalError):
+        batching.start(job.pk, "batch-task")
+    monkeypatch.undo()
+
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (Status.RUNNING, 1)
+    assert chunk_ids(job) == []  # no plan without its row count
+    assert "skipped" in batching.start(job.pk, "batch-task")  # a second copy of the message
+    assert batching.start(job.pk, "batch-task", retrying=True)["chunks"] == 2
+    for chunk_id in chunk_ids(job):
+        batching.score_chunk(chunk_id)
+
+    job.refresh_from_db()
+    assert (job.status, job.rows_done, job.attempts) == (Status.SUCCEEDED, 15, 1)
+
+
+@override_settings(BATCH_CHUNK_ROWS=10)
 def test_cancel_is_honoured_before_each_chunk_starts() -> None:
     make_version()
     job = submit_csv(iris_csv(40))

@@ -1,14 +1,17 @@
 """Claiming and scoring small jobs, cancel and retry, as plain functions (no worker)."""
 
+from collections.abc import Callable
 from datetime import timedelta
 from uuid import uuid4
 
 import numpy as np
 import pytest
+from django.db import OperationalError
 from django.utils import timezone
 from sklearn.datasets import load_iris
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 
+from mlsite import dbretry
 from modelregistry import loader
 from predictions import running, submission
 from predictions.models import PredictionJob, Status
@@ -28,6 +31,8 @@ def test_only_the_first_claim_wins() -> None:
     job = submit()
     assert running.claim(job.pk, "task-a") is not None
     assert running.claim(job.pk, "task-b") is None
+    assert running.claim(job.pk, "task-b", retrying=True) is None
+    assert running.claim(job.pk, "task-a", retrying=True) is not None  # its own retry
     job.refresh_from_db()
     assert (job.status, job.task_id, job.attempts) == (Status.RUNNING, "task-a", 1)
     assert job.lease_expires_at > timezone.now()
@@ -63,6 +68,39 @@ def test_scoring_a_micro_batch_gives_each_job_the_models_own_predictions() -> No
         assert job.status == Status.SUCCEEDED
         predictions = [row["prediction"] for row in job.outputs]
         assert predictions == in_process_predictions(version, rows).tolist()
+
+
+@pytest.mark.django_db(transaction=True)  # the retry closes the connection, as after a real outage
+def test_a_micro_batch_outlasts_a_database_that_is_briefly_away(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    make_version()
+    # Committed jobs with no message sent: a live worker left by an earlier test takes none.
+    monkeypatch.setattr(submission, "send", lambda *args: True)
+    jobs = [submit() for _ in range(2)]
+    monkeypatch.setattr(dbretry, "DELAYS", (0.01, 0.01))
+    for step in (running.CLAIM, running.FINISH):
+        monkeypatch.setattr(step, "run", fails_once(step.run))
+
+    claimed = running.claim_many([(str(job.pk), "t") for job in jobs])
+    finished = running.score_jobs(claimed)
+
+    assert sorted(finished) == sorted(str(job.pk) for job in jobs)
+    for job in jobs:
+        job.refresh_from_db()
+        assert (job.status, job.attempts, job.outputs is not None) == (Status.SUCCEEDED, 1, True)
+
+
+def fails_once(run: Callable[..., list[bool]]) -> Callable[..., list[bool]]:
+    calls = []
+
+    def run_unless_first(*args: object) -> list[bool]:
+        calls.append(args)
+        if len(calls) == 1:
+            raise OperationalError("database is locked")
+        return run(*args)
+
+    return run_unless_first
 
 
 def test_a_job_cancelled_while_scored_stays_cancelled() -> None:
