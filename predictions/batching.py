@@ -3,6 +3,7 @@
 import logging
 import shutil
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from uuid import UUID
 
@@ -13,7 +14,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from mlsite import sending
+from mlsite import dbretry, sending
 from mlsite.errors import DomainError
 from modelregistry import loader
 from modelregistry.models import TaskKind
@@ -247,14 +248,19 @@ def merge_if_complete(job_id: UUID | str) -> bool:
     )
     if not won:
         return False
-    job = PredictionJob.objects.get(pk=job_id)
+    # Won, the merge is this call's alone to finish: no retry of any task would take it up,
+    # so the database steps after it are done again here while the database is away.
+    job = dbretry.retrying(partial(PredictionJob.objects.get, pk=job_id), "reading a batch job")
     try:
         error_name = _merge(job, result_name)
     except OSError as exc:
         logger.exception("merging job %s failed", job_id)
         running.fail(job_id, "merge_failed", str(exc))
         return False
-    _finish(job, result_name, error_name)
+    finished = dbretry.retrying(partial(_finish, job, error_name), "finishing a batch job")
+    shutil.rmtree(work_dir(job.pk), ignore_errors=True)
+    if finished:
+        waiting.announce_finished([job.pk])
     return True
 
 
@@ -274,22 +280,23 @@ def _merge(job: PredictionJob, result_name: str) -> str:
     return error_name
 
 
-def _finish(job: PredictionJob, result_name: str, error_name: str) -> None:
-    changed = PredictionJob.objects.filter(pk=job.pk, status=Status.RUNNING).update(
-        status=Status.SUCCEEDED,
-        error_file=error_name,
-        finished_at=timezone.now(),
-        lease_expires_at=None,
-    )
-    shutil.rmtree(work_dir(job.pk), ignore_errors=True)
-    if changed:
-        job.refresh_from_db()
-        taskresults.record_done(
-            [(job.task_id, running.summary(job))],
-            task_name="predictions.tasks.run_batch_job",
-            worker=None,
+def _finish(job: PredictionJob, error_name: str) -> bool:
+    """Mark the job succeeded with its TaskResult, in one transaction; False if not running."""
+    with transaction.atomic():
+        changed = PredictionJob.objects.filter(pk=job.pk, status=Status.RUNNING).update(
+            status=Status.SUCCEEDED,
+            error_file=error_name,
+            finished_at=timezone.now(),
+            lease_expires_at=None,
         )
-        waiting.announce_finished([job.pk])
+        if changed:
+            job.refresh_from_db()
+            taskresults.record_done(
+                [(job.task_id, running.summary(job))],
+                task_name="predictions.tasks.run_batch_job",
+                worker=None,
+            )
+    return bool(changed)
 
 
 def forget_plan(job: PredictionJob) -> None:

@@ -8,8 +8,10 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import OperationalError
 from django.test import override_settings
+from django_celery_results.models import TaskResult
 
-from predictions import batchfiles, batching, running, submission
+from mlsite import dbretry, sending
+from predictions import batchfiles, batching, running, submission, taskresults
 from predictions.models import BatchChunk, ChunkStatus, PredictionJob, Status
 from tests.base import make_user
 from tests.builders import IRIS_FEATURES, in_process_predictions, iris_rows, make_version
@@ -113,6 +115,37 @@ def test_a_merge_cut_short_by_the_database_is_done_by_the_chunk_tasks_retry(
     batching.score_chunk(second, "second-task", retrying=True)
     job.refresh_from_db()
     assert job.status == Status.SUCCEEDED
+    assert len(pd.read_csv(job.result_file.path)) == 15
+
+
+@pytest.mark.django_db(transaction=True)  # the retry closes the connection, as after an outage
+@override_settings(BATCH_CHUNK_ROWS=10)
+def test_the_merge_that_won_finishes_its_job_through_a_brief_database_outage(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    make_version()
+    # Nothing sent: a live worker left by an earlier test would take the committed job.
+    monkeypatch.setattr(sending, "publish", lambda *args, **kwargs: None)
+    monkeypatch.setattr(dbretry, "DELAYS", (0.01,))
+    job = submit_csv(iris_csv(15))
+    batching.start(job.pk, "batch-task")
+    first, second = sorted(chunk_ids(job))
+    batching.score_chunk(first)
+    real_record_done = taskresults.record_done
+    calls = []
+
+    def record_done_once_the_database_is_back(*args: object, **kwargs: object) -> None:
+        calls.append(args)
+        if len(calls) == 1:
+            raise OperationalError("server closed the connection unexpectedly")
+        real_record_done(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(taskresults, "record_done", record_done_once_the_database_is_back)
+    batching.score_chunk(second)
+
+    job.refresh_from_db()
+    assert (job.status, job.rows_done) == (Status.SUCCEEDED, 15)
+    assert TaskResult.objects.get(task_id="batch-task").status == "SUCCESS"
     assert len(pd.read_csv(job.result_file.path)) == 15
 
 
