@@ -1,7 +1,5 @@
 """Batch jobs as plain functions: plan chunks, score them, cancel between them, merge once."""
 
-from datetime import datetime
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,6 +13,7 @@ from predictions import batchfiles, batching, running, submission, taskresults
 from predictions.models import BatchChunk, ChunkStatus, PredictionJob, Status
 from tests.base import make_user
 from tests.builders import IRIS_FEATURES, in_process_predictions, iris_rows, make_version
+from tests.outages import fails_at_call
 
 pytestmark = pytest.mark.django_db
 
@@ -33,6 +32,21 @@ def iris_csv(count: int) -> str:
 
 def chunk_ids(job: PredictionJob) -> list[int]:
     return list(BatchChunk.objects.filter(job=job).values_list("pk", flat=True))
+
+
+def planned_in_two_chunks(task_id: str = "t") -> tuple[PredictionJob, int, int]:
+    """A job of 15 rows, planned (BATCH_CHUNK_ROWS=10): the job and its two chunks' ids."""
+    make_version()
+    job = submit_csv(iris_csv(15))
+    batching.start(job.pk, task_id)
+    first, second = sorted(chunk_ids(job))
+    return job, first, second
+
+
+def assert_succeeded_with_15_rows(job: PredictionJob) -> None:
+    job.refresh_from_db()
+    assert (job.status, job.rows_done) == (Status.SUCCEEDED, 15)
+    assert len(pd.read_csv(job.result_file.path)) == 15
 
 
 @override_settings(BATCH_CHUNK_ROWS=10)
@@ -58,20 +72,9 @@ def test_a_batch_is_planned_in_row_ranges_and_merged_once_by_the_last_chunk() ->
 def test_a_chunk_is_done_only_with_its_rows_counted_and_its_retry_takes_it_back(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    make_version()
-    job = submit_csv(iris_csv(15))
-    batching.start(job.pk, "t")
-    first, second = sorted(chunk_ids(job))
-    leases = []
-    real_lease_until = running.lease_until
-
-    def lease_until_the_database_goes(now: datetime) -> datetime:
-        leases.append(now)  # the chunk renews its job's lease first, then counts its rows
-        if len(leases) == 2:
-            raise OperationalError("server closed the connection unexpectedly")
-        return real_lease_until(now)
-
-    monkeypatch.setattr(running, "lease_until", lease_until_the_database_goes)
+    job, first, second = planned_in_two_chunks()
+    # The chunk renews its job's lease first, then counts its rows: the database goes then.
+    monkeypatch.setattr(running, "lease_until", fails_at_call(running.lease_until, 2))
     with pytest.raises(OperationalError):
         batching.score_chunk(first, "chunk-task")
 
@@ -84,27 +87,17 @@ def test_a_chunk_is_done_only_with_its_rows_counted_and_its_retry_takes_it_back(
     # ...and the task's own retry scores it without waiting for the job's lease.
     assert batching.score_chunk(first, "chunk-task", retrying=True)["rows"] == 10
     batching.score_chunk(second, "second-task")
-
-    job.refresh_from_db()
-    assert (job.status, job.rows_done) == (Status.SUCCEEDED, 15)
-    assert len(pd.read_csv(job.result_file.path)) == 15
+    assert_succeeded_with_15_rows(job)
 
 
 @override_settings(BATCH_CHUNK_ROWS=10)
 def test_a_merge_cut_short_by_the_database_is_done_by_the_chunk_tasks_retry(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    make_version()
-    job = submit_csv(iris_csv(15))
-    batching.start(job.pk, "t")
-    first, second = sorted(chunk_ids(job))
+    job, first, second = planned_in_two_chunks()
     batching.score_chunk(first, "first-task")
-
-    def the_database_goes(job_id: object) -> bool:
-        raise OperationalError("server closed the connection unexpectedly")
-
     with monkeypatch.context() as patched:
-        patched.setattr(batching, "merge_if_complete", the_database_goes)
+        patched.setattr(batching, "merge_if_complete", fails_at_call(batching.merge_if_complete))
         with pytest.raises(OperationalError):
             batching.score_chunk(second, "second-task")
 
@@ -113,9 +106,7 @@ def test_a_merge_cut_short_by_the_database_is_done_by_the_chunk_tasks_retry(
     job.refresh_from_db()
     assert (job.status, job.rows_done) == (Status.RUNNING, 15)
     batching.score_chunk(second, "second-task", retrying=True)
-    job.refresh_from_db()
-    assert job.status == Status.SUCCEEDED
-    assert len(pd.read_csv(job.result_file.path)) == 15
+    assert_succeeded_with_15_rows(job)
 
 
 @pytest.mark.django_db(transaction=True)  # the retry closes the connection, as after an outage
@@ -123,30 +114,16 @@ def test_a_merge_cut_short_by_the_database_is_done_by_the_chunk_tasks_retry(
 def test_the_merge_that_won_finishes_its_job_through_a_brief_database_outage(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    make_version()
     # Nothing sent: a live worker left by an earlier test would take the committed job.
     monkeypatch.setattr(sending, "publish", lambda *args, **kwargs: None)
     monkeypatch.setattr(dbretry, "DELAYS", (0.01,))
-    job = submit_csv(iris_csv(15))
-    batching.start(job.pk, "batch-task")
-    first, second = sorted(chunk_ids(job))
+    job, first, second = planned_in_two_chunks("batch-task")
     batching.score_chunk(first)
-    real_record_done = taskresults.record_done
-    calls = []
-
-    def record_done_once_the_database_is_back(*args: object, **kwargs: object) -> None:
-        calls.append(args)
-        if len(calls) == 1:
-            raise OperationalError("server closed the connection unexpectedly")
-        real_record_done(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(taskresults, "record_done", record_done_once_the_database_is_back)
+    monkeypatch.setattr(taskresults, "record_done", fails_at_call(taskresults.record_done))
     batching.score_chunk(second)
 
-    job.refresh_from_db()
-    assert (job.status, job.rows_done) == (Status.SUCCEEDED, 15)
+    assert_succeeded_with_15_rows(job)
     assert TaskResult.objects.get(task_id="batch-task").status == "SUCCESS"
-    assert len(pd.read_csv(job.result_file.path)) == 15
 
 
 @override_settings(BATCH_CHUNK_ROWS=10)

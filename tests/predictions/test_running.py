@@ -1,12 +1,10 @@
 """Claiming and scoring small jobs, cancel and retry, as plain functions (no worker)."""
 
-from collections.abc import Callable
 from datetime import timedelta
 from uuid import uuid4
 
 import numpy as np
 import pytest
-from django.db import OperationalError
 from django.utils import timezone
 from sklearn.datasets import load_iris
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
@@ -17,6 +15,7 @@ from predictions import running, submission
 from predictions.models import PredictionJob, Status
 from tests.base import make_user
 from tests.builders import in_process_predictions, iris_rows, make_version
+from tests.outages import fails_at_call
 
 pytestmark = pytest.mark.django_db
 
@@ -80,7 +79,7 @@ def test_a_micro_batch_outlasts_a_database_that_is_briefly_away(
     jobs = [submit() for _ in range(2)]
     monkeypatch.setattr(dbretry, "DELAYS", (0.01, 0.01))
     for step in (running.CLAIM, running.FINISH):
-        monkeypatch.setattr(step, "run", fails_once(step.run))
+        monkeypatch.setattr(step, "run", fails_at_call(step.run))
 
     claimed = running.claim_many([(str(job.pk), "t") for job in jobs])
     finished = running.score_jobs(claimed)
@@ -89,18 +88,6 @@ def test_a_micro_batch_outlasts_a_database_that_is_briefly_away(
     for job in jobs:
         job.refresh_from_db()
         assert (job.status, job.attempts, job.outputs is not None) == (Status.SUCCEEDED, 1, True)
-
-
-def fails_once(run: Callable[..., list[bool]]) -> Callable[..., list[bool]]:
-    calls = []
-
-    def run_unless_first(*args: object) -> list[bool]:
-        calls.append(args)
-        if len(calls) == 1:
-            raise OperationalError("database is locked")
-        return run(*args)
-
-    return run_unless_first
 
 
 def test_a_job_cancelled_while_scored_stays_cancelled() -> None:
