@@ -289,7 +289,11 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "interval_step": 0.1,
     "interval_max": 0.1,
 }
-CELERY_RESULT_BACKEND = "django-db"
+# django-celery-results' backend, retrying a connection the database closed (a restart) and
+# never letting a revoked task's row stop a worker (mlsite/results.py).
+CELERY_RESULT_BACKEND = "mlsite.results:DatabaseBackend"
+CELERY_RESULT_BACKEND_ALWAYS_RETRY = True
+CELERY_RESULT_BACKEND_MAX_RETRIES = 3
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = _redis_transport
 CELERY_RESULT_EXTENDED = True
 CELERY_TASK_SERIALIZER = "json"

@@ -81,10 +81,9 @@ def score_batch_chunk(chunk_id: int) -> dict[str, Any]:
         return {"chunk": chunk_id, "error_code": "internal_error"}
 
 
-# No result row: a message that expired while the worker was busy is marked revoked in the
-# worker's main process, and that write, on a connection a database restart had closed,
-# stopped the whole worker ("Unrecoverable error", PostgreSQL outage test in CI). What the
-# reconciler does is logged (predictions/reconcile.py).
+# No result row: nobody reads them (the reconciler logs what it changes), and a run that
+# expired while the worker was busy is then not written as revoked by the worker's main
+# process, a write that once stopped a worker after a database restart (mlsite/results.py).
 @shared_task(acks_late=True, expires=settings.RECONCILE_INTERVAL, ignore_result=True)
 def reconcile_jobs() -> dict[str, int]:
     """Re-send what Redis forgot; re-run or fail what a dead worker held."""
