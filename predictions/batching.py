@@ -140,9 +140,12 @@ def score_chunk(chunk_id: int, task_id: str = "", *, retrying: bool = False) -> 
     the first attempt is over, and neither need wait for the job's lease.
     """
     if not _claim_chunk(chunk_id, task_id, retrying):
-        ours = BatchChunk.objects.filter(pk=chunk_id, status=ChunkStatus.DONE, claimed_by=task_id)
-        if retrying and task_id and ours.exists():
-            merge_if_complete(ours.values_list("job_id", flat=True).get())
+        if retrying and task_id:
+            done_by_us = BatchChunk.objects.filter(
+                pk=chunk_id, status=ChunkStatus.DONE, claimed_by=task_id
+            ).values_list("job_id", flat=True)
+            if (job_id := done_by_us.first()) is not None:
+                merge_if_complete(job_id)
         return {"chunk": chunk_id, "skipped": "not pending or job not running"}
     chunk = BatchChunk.objects.select_related("job__version__registered_model").get(pk=chunk_id)
     job = chunk.job

@@ -94,18 +94,18 @@ def claim_many(
     task_of = dict(requests)  # a job sent twice in one micro-batch is claimed once
     changes = {"status": Status.RUNNING, "started_at": now, "lease_expires_at": lease_until(now)}
     rows = [({**changes, "task_id": task}, {"id": job}) for job, task in task_of.items()]
-
-    def claim_rows() -> list[bool]:
-        with transaction.atomic():
-            return CLAIM.run(rows)
-
     # Claimed and read back as two steps, each retried alone: a claim retried after its
     # commit would find its own jobs running, and leave them to the lease.
-    ours = dbretry.retrying(claim_rows, "claiming a micro-batch")
+    ours = dbretry.retrying(partial(_claim_rows, rows), "claiming a micro-batch")
     claimed = [job for job, is_ours in zip(task_of, ours, strict=True) if is_ours]
     if not claimed:
         return []
     return dbretry.retrying(partial(_read_claimed, claimed), "reading a micro-batch's jobs")
+
+
+def _claim_rows(rows: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[bool]:
+    with transaction.atomic():
+        return CLAIM.run(rows)
 
 
 def _read_claimed(job_ids: list[str]) -> list[PredictionJob]:
