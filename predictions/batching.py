@@ -2,7 +2,7 @@
 
 import logging
 import shutil
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 from uuid import UUID
@@ -258,9 +258,11 @@ def merge_if_complete(job_id: UUID | str) -> bool:
         error_name = _merge(job, result_name)
     except OSError as exc:
         logger.exception("merging job %s failed", job_id)
-        running.fail(job_id, "merge_failed", str(exc))
+        failing = partial(running.fail, job_id, "merge_failed", str(exc))
+        dbretry.retrying(failing, "failing a batch job")
         return False
-    finished = dbretry.retrying(partial(_finish, job, error_name), "finishing a batch job")
+    finishing = partial(_finish, job, error_name, timezone.now())
+    finished = dbretry.retrying(finishing, "finishing a batch job")
     shutil.rmtree(work_dir(job.pk), ignore_errors=True)
     if finished:
         waiting.announce_finished([job.pk])
@@ -283,23 +285,29 @@ def _merge(job: PredictionJob, result_name: str) -> str:
     return error_name
 
 
-def _finish(job: PredictionJob, error_name: str) -> bool:
-    """Mark the job succeeded with its TaskResult, in one transaction; False if not running."""
+def _finish(job: PredictionJob, error_name: str, now: datetime) -> bool:
+    """Mark the job succeeded with its TaskResult, in one transaction; False if not running.
+
+    True also when the job already succeeded at `now`: this very write committed, and only
+    its answer was lost.
+    """
     with transaction.atomic():
         changed = PredictionJob.objects.filter(pk=job.pk, status=Status.RUNNING).update(
             status=Status.SUCCEEDED,
             error_file=error_name,
-            finished_at=timezone.now(),
+            finished_at=now,
             lease_expires_at=None,
         )
-        if changed:
-            job.refresh_from_db()
-            taskresults.record_done(
-                [(job.task_id, running.summary(job))],
-                task_name="predictions.tasks.run_batch_job",
-                worker=None,
-            )
-    return bool(changed)
+        if not changed:
+            done = PredictionJob.objects.filter(pk=job.pk, status=Status.SUCCEEDED, finished_at=now)
+            return done.exists()
+        job.refresh_from_db()
+        taskresults.record_done(
+            [(job.task_id, running.summary(job))],
+            task_name="predictions.tasks.run_batch_job",
+            worker=None,
+        )
+    return True
 
 
 def forget_plan(job: PredictionJob) -> None:

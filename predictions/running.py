@@ -94,18 +94,31 @@ def claim_many(
     task_of = dict(requests)  # a job sent twice in one micro-batch is claimed once
     changes = {"status": Status.RUNNING, "started_at": now, "lease_expires_at": lease_until(now)}
     rows = [({**changes, "task_id": task}, {"id": job}) for job, task in task_of.items()]
-    # Claimed and read back as two steps, each retried alone: a claim retried after its
-    # commit would find its own jobs running, and leave them to the lease.
-    ours = dbretry.retrying(partial(_claim_rows, rows), "claiming a micro-batch")
+    # Claimed and read back as two steps, each retried alone: a read-back that failed does
+    # not claim again.
+    ours = dbretry.retrying(partial(_claim_rows, rows, now), "claiming a micro-batch")
     claimed = [job for job, is_ours in zip(task_of, ours, strict=True) if is_ours]
     if not claimed:
         return []
     return dbretry.retrying(partial(_read_claimed, claimed), "reading a micro-batch's jobs")
 
 
-def _claim_rows(rows: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[bool]:
+def _claim_rows(rows: list[tuple[dict[str, Any], dict[str, Any]]], now: datetime) -> list[bool]:
+    """Claim each row; whether it is ours. A row that is running under its task id since
+    `now` is ours as well: this very claim committed, and only its answer was lost."""
     with transaction.atomic():
-        return CLAIM.run(rows)
+        ours = CLAIM.run(rows)
+        if all(ours):
+            return ours
+        missed = [
+            matched["id"] for (_, matched), is_ours in zip(rows, ours, strict=True) if not is_ours
+        ]
+        held = PredictionJob.objects.filter(pk__in=missed, status=Status.RUNNING, started_at=now)
+        ours_before = {(str(pk), task) for pk, task in held.values_list("pk", "task_id")}
+        return [
+            is_ours or (str(matched["id"]), assigned["task_id"]) in ours_before
+            for (assigned, matched), is_ours in zip(rows, ours, strict=True)
+        ]
 
 
 def _read_claimed(job_ids: list[str]) -> list[PredictionJob]:
@@ -164,7 +177,9 @@ def _write_finished(
     """Write the jobs' final state in one transaction; the jobs written.
 
     Only rows still running this attempt are written: a job cancelled meanwhile stays
-    cancelled, and one the reconciler gave to another worker (a new task id) is theirs.
+    cancelled, and one the reconciler gave to another worker (a new task id) is theirs. A row
+    that already holds this very write (same task id and finished_at) counts as written, but
+    is not passed to `on_written` again: it was committed with it, and only the answer lost.
     """
     rows = [
         (
@@ -178,7 +193,14 @@ def _write_finished(
         written = [job for job, is_ours in zip(jobs, ours, strict=True) if is_ours]
         if on_written is not None:
             on_written(written)
-    return written
+        if len(written) == len(jobs):
+            return written
+        missed = [job for job, is_ours in zip(jobs, ours, strict=True) if not is_ours]
+        done = PredictionJob.objects.filter(
+            pk__in=[job.pk for job in missed], finished_at=missed[0].finished_at
+        )
+        done_before = set(done.values_list("pk", "task_id"))
+        return written + [job for job in missed if (job.pk, job.task_id) in done_before]
 
 
 def _score_group(version: ModelVersion, jobs: list[PredictionJob]) -> None:

@@ -9,11 +9,11 @@ from django.test import override_settings
 from django_celery_results.models import TaskResult
 
 from mlsite import dbretry, sending
-from predictions import batchfiles, batching, running, submission, taskresults
+from predictions import batchfiles, batching, running, submission, taskresults, waiting
 from predictions.models import BatchChunk, ChunkStatus, PredictionJob, Status
 from tests.base import make_user
 from tests.builders import IRIS_FEATURES, in_process_predictions, iris_rows, make_version
-from tests.outages import fails_at_call
+from tests.outages import answer_lost_at_call, fails_at_call
 
 pytestmark = pytest.mark.django_db
 
@@ -124,6 +124,24 @@ def test_the_merge_that_won_finishes_its_job_through_a_brief_database_outage(
 
     assert_succeeded_with_15_rows(job)
     assert TaskResult.objects.get(task_id="batch-task").status == "SUCCESS"
+
+
+@pytest.mark.django_db(transaction=True)  # the retry closes the connection, as after an outage
+@override_settings(BATCH_CHUNK_ROWS=10)
+def test_a_merge_whose_finish_lost_its_answer_still_announces_the_job(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sending, "publish", lambda *args, **kwargs: None)
+    monkeypatch.setattr(dbretry, "DELAYS", (0.01,))
+    announced: list[str] = []
+    monkeypatch.setattr(waiting, "announce_finished", lambda done: announced.extend(map(str, done)))
+    job, first, second = planned_in_two_chunks("batch-task")
+    batching.score_chunk(first)
+    monkeypatch.setattr(batching, "_finish", answer_lost_at_call(batching._finish))
+    batching.score_chunk(second)
+
+    assert_succeeded_with_15_rows(job)
+    assert announced == [str(job.pk)]  # a request waiting for it is answered now
 
 
 @override_settings(BATCH_CHUNK_ROWS=10)

@@ -11,11 +11,11 @@ from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassif
 
 from mlsite import dbretry
 from modelregistry import loader
-from predictions import running, submission
+from predictions import running, submission, waiting
 from predictions.models import PredictionJob, Status
 from tests.base import make_user
 from tests.builders import in_process_predictions, iris_rows, make_version
-from tests.outages import fails_at_call
+from tests.outages import answer_lost_at_call, fails_at_call
 
 pytestmark = pytest.mark.django_db
 
@@ -88,6 +88,34 @@ def test_a_micro_batch_outlasts_a_database_that_is_briefly_away(
     for job in jobs:
         job.refresh_from_db()
         assert (job.status, job.attempts, job.outputs is not None) == (Status.SUCCEEDED, 1, True)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_micro_batch_whose_commits_lost_their_answers_still_finishes_and_announces_its_jobs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    make_version()
+    monkeypatch.setattr(submission, "send", lambda *args: True)
+    jobs = [submit() for _ in range(2)]
+    monkeypatch.setattr(dbretry, "DELAYS", (0.01, 0.01))
+    for step in ("_claim_rows", "_write_finished"):
+        monkeypatch.setattr(running, step, answer_lost_at_call(getattr(running, step)))
+    announced: list[str] = []
+    monkeypatch.setattr(
+        waiting, "announce_finished", lambda done: announced.extend(str(job.pk) for job in done)
+    )
+    recorded: list[str] = []
+
+    claimed = running.claim_many([(str(job.pk), "t") for job in jobs])
+    finished = running.score_jobs(
+        claimed, on_written=lambda done: recorded.extend(str(job.pk) for job in done)
+    )
+
+    ids = sorted(str(job.pk) for job in jobs)
+    assert (sorted(finished), sorted(announced), sorted(recorded)) == (ids, ids, ids)
+    for job in jobs:
+        job.refresh_from_db()
+        assert (job.status, job.attempts, job.lease_expires_at) == (Status.SUCCEEDED, 1, None)
 
 
 def test_a_job_cancelled_while_scored_stays_cancelled() -> None:
