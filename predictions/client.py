@@ -70,6 +70,7 @@ class Job:
     error_code: str
     error_message: str
     result_url: str | None
+    error_file_url: str | None
     outputs: list[dict[str, Any]] | None
 
     @classmethod
@@ -86,6 +87,7 @@ class Job:
             error_code=data.get("error_code", ""),
             error_message=data.get("error_message", ""),
             result_url=data.get("result_url"),
+            error_file_url=data.get("error_file_url"),
             outputs=data.get("outputs"),
         )
 
@@ -168,6 +170,17 @@ class Client:
         path = f"/api/v1/jobs/{job_id}/result/?{urlencode({'format': file_format})}"
         accept = {"Accept": MEDIA_TYPES.get(file_format, "*/*")}
         with self._open("GET", path, None, accept) as response, out.open("wb") as stream:
+            shutil.copyfileobj(response, stream, CHUNK)
+        return out
+
+    def download_errors(self, job_id: str, out: str | Path) -> Path:
+        """Streams a finished batch job's error file (row, id, reason per row not scored)."""
+        out = Path(out)
+        path = f"/api/v1/jobs/{job_id}/errors/"
+        with (
+            self._open("GET", path, None, {"Accept": "text/csv"}) as response,
+            out.open("wb") as stream,
+        ):
             shutil.copyfileobj(response, stream, CHUNK)
         return out
 
@@ -272,6 +285,8 @@ class ProgressBar:
         filled = int(job.progress * self.width)
         bar = "#" * filled + "-" * (self.width - filled)
         rows = f"{job.rows_done}/{job.rows_total} rows" if job.rows_total else ""
+        if job.rows_failed:
+            rows += f", {job.rows_failed} not scored"
         line = f"[{bar}] {job.progress:4.0%} {rows} {job.status}".rstrip()
         if line == self.last:
             return
@@ -287,6 +302,12 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--file", required=True, help="CSV (with a header) or Parquet rows")
     parser.add_argument("--out", required=True, help="where to save the result (.csv/.parquet)")
     parser.add_argument("--id-column", default="", help="a column carried to the output")
+    parser.add_argument(
+        "--errors",
+        default="",
+        help="where to save the rows that could not be scored, with the reasons, when there "
+        "are any (default: next to --out, as <name>.errors.csv)",
+    )
     parser.add_argument("--url", default=os.environ.get("MLSITE_URL", DEFAULT_URL))
     parser.add_argument("--token", default=None, help="API token (default: $MLSITE_TOKEN)")
     parser.add_argument("--timeout", type=float, default=None, help="give up after seconds")
@@ -312,14 +333,26 @@ def run(options: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             timeout=options.timeout,
             on_progress=ProgressBar(err),
         )
+        errors = Path(options.errors or _errors_beside(Path(options.out)))
+        if job.rows_failed:
+            client.download_errors(job.id, errors)
     except (ApiError, OSError, TimeoutError) as error:
         err.write(f"predict: {error}\n")
         return 2
     except JobFailed as failure:
         err.write(f"predict: {failure}\n")
         return 1
-    out.write(f"job {job.id}: {job.rows_done} rows scored by {job.version}, saved {options.out}\n")
+    scored = job.rows_done - job.rows_failed
+    of_all = f" of {job.rows_done}" if job.rows_failed else ""
+    out.write(f"job {job.id}: {scored}{of_all} rows scored by {job.version}, saved {options.out}")
+    if job.rows_failed:
+        out.write(f"; {job.rows_failed} not scored, their reasons saved in {errors}")
+    out.write("\n")
     return 0
+
+
+def _errors_beside(out: Path) -> Path:
+    return out.with_name(f"{out.stem}.errors.csv")
 
 
 def main(argv: list[str] | None = None) -> int:

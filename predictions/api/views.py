@@ -206,7 +206,12 @@ class JobViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
         return Response(results.json_rows(job))
 
     @extend_schema(responses={(200, "text/csv"): OpenApiTypes.BINARY})
-    @action(detail=True, url_path="errors", url_name="errors")
+    @action(
+        detail=True,
+        url_path="errors",
+        url_name="errors",
+        renderer_classes=[JSONRenderer, BrowsableAPIRenderer, results.CSVRenderer],
+    )
     def errors(self, request: Request, pk: str | None = None) -> HttpResponseBase:
         """The rows that could not be scored: row number, id, reason (CSV)."""
         job = self.get_object()

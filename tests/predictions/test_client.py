@@ -98,6 +98,40 @@ def test_the_predict_command_shows_progress_and_saves_the_result(
 
 
 @pytest.mark.django_db(transaction=True)
+def test_the_predict_command_saves_the_rows_it_could_not_score_with_their_reasons(
+    live_web: str, live_worker, token: str, tmp_path: Path
+) -> None:
+    make_version()
+    rows = iris_rows(3)
+    rows[1] = {**rows[1], "sepal_width": "wide"}
+    out, err = io.StringIO(), io.StringIO()
+
+    call_command(
+        "predict",
+        "--model=iris",
+        f"--file={write_csv(tmp_path / 'rows.csv', rows)}",
+        f"--out={tmp_path / 'result.csv'}",
+        "--id-column=row_id",
+        f"--url={live_web}",
+        f"--token={token}",
+        stdout=out,
+        stderr=err,
+    )
+
+    job = PredictionJob.objects.get()
+    errors = tmp_path / "result.errors.csv"
+    assert out.getvalue() == (
+        f"job {job.pk}: 2 of 3 rows scored by iris:1, saved {tmp_path / 'result.csv'}; "
+        f"1 not scored, their reasons saved in {errors}\n"
+    )
+    assert "1 not scored" in err.getvalue()
+    assert [row["row_id"] for row in read_csv(tmp_path / "result.csv")] == ["r0", "r2"]
+    [error] = read_csv(errors)
+    assert (error["row"], error["row_id"]) == ("2", "r1")
+    assert "sepal_width" in error["error"]
+
+
+@pytest.mark.django_db(transaction=True)
 def test_the_predict_command_refuses_a_wrong_token(live_web: str, tmp_path: Path) -> None:
     rows_csv = write_csv(tmp_path / "rows.csv", iris_rows(2))
     err = io.StringIO()
