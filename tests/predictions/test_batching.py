@@ -34,6 +34,14 @@ def chunk_ids(job: PredictionJob) -> list[int]:
     return list(BatchChunk.objects.filter(job=job).values_list("pk", flat=True))
 
 
+@pytest.fixture
+def unsent_with_quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No message sent (a live worker left by an earlier test would take a committed job),
+    and dbretry's delays cut short."""
+    monkeypatch.setattr(sending, "publish", lambda *args, **kwargs: None)
+    monkeypatch.setattr(dbretry, "DELAYS", (0.01,))
+
+
 def planned_in_two_chunks(task_id: str = "t") -> tuple[PredictionJob, int, int]:
     """A job of 15 rows, planned (BATCH_CHUNK_ROWS=10): the job and its two chunks' ids."""
     make_version()
@@ -112,11 +120,8 @@ def test_a_merge_cut_short_by_the_database_is_done_by_the_chunk_tasks_retry(
 @pytest.mark.django_db(transaction=True)  # the retry closes the connection, as after an outage
 @override_settings(BATCH_CHUNK_ROWS=10)
 def test_the_merge_that_won_finishes_its_job_through_a_brief_database_outage(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, unsent_with_quick_retries: None
 ) -> None:
-    # Nothing sent: a live worker left by an earlier test would take the committed job.
-    monkeypatch.setattr(sending, "publish", lambda *args, **kwargs: None)
-    monkeypatch.setattr(dbretry, "DELAYS", (0.01,))
     job, first, second = planned_in_two_chunks("batch-task")
     batching.score_chunk(first)
     monkeypatch.setattr(taskresults, "record_done", fails_at_call(taskresults.record_done))
@@ -129,10 +134,8 @@ def test_the_merge_that_won_finishes_its_job_through_a_brief_database_outage(
 @pytest.mark.django_db(transaction=True)  # the retry closes the connection, as after an outage
 @override_settings(BATCH_CHUNK_ROWS=10)
 def test_a_merge_whose_finish_lost_its_answer_still_announces_the_job(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, unsent_with_quick_retries: None
 ) -> None:
-    monkeypatch.setattr(sending, "publish", lambda *args, **kwargs: None)
-    monkeypatch.setattr(dbretry, "DELAYS", (0.01,))
     announced: list[str] = []
     monkeypatch.setattr(waiting, "announce_finished", lambda done: announced.extend(map(str, done)))
     job, first, second = planned_in_two_chunks("batch-task")

@@ -69,15 +69,21 @@ def test_scoring_a_micro_batch_gives_each_job_the_models_own_predictions() -> No
         assert predictions == in_process_predictions(version, rows).tolist()
 
 
+@pytest.fixture
+def two_unsent_jobs(monkeypatch: pytest.MonkeyPatch) -> list[PredictionJob]:
+    """Two committed jobs with no message sent (a live worker left by an earlier test takes
+    none), and dbretry's delays cut short."""
+    make_version()
+    monkeypatch.setattr(submission, "send", lambda *args: True)
+    monkeypatch.setattr(dbretry, "DELAYS", (0.01, 0.01))
+    return [submit() for _ in range(2)]
+
+
 @pytest.mark.django_db(transaction=True)  # the retry closes the connection, as after a real outage
 def test_a_micro_batch_outlasts_a_database_that_is_briefly_away(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, two_unsent_jobs: list[PredictionJob]
 ) -> None:
-    make_version()
-    # Committed jobs with no message sent: a live worker left by an earlier test takes none.
-    monkeypatch.setattr(submission, "send", lambda *args: True)
-    jobs = [submit() for _ in range(2)]
-    monkeypatch.setattr(dbretry, "DELAYS", (0.01, 0.01))
+    jobs = two_unsent_jobs
     for step in (running.CLAIM, running.FINISH):
         monkeypatch.setattr(step, "run", fails_at_call(step.run))
 
@@ -92,12 +98,9 @@ def test_a_micro_batch_outlasts_a_database_that_is_briefly_away(
 
 @pytest.mark.django_db(transaction=True)
 def test_a_micro_batch_whose_commits_lost_their_answers_still_finishes_and_announces_its_jobs(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, two_unsent_jobs: list[PredictionJob]
 ) -> None:
-    make_version()
-    monkeypatch.setattr(submission, "send", lambda *args: True)
-    jobs = [submit() for _ in range(2)]
-    monkeypatch.setattr(dbretry, "DELAYS", (0.01, 0.01))
+    jobs = two_unsent_jobs
     for step in ("_claim_rows", "_write_finished"):
         monkeypatch.setattr(running, step, answer_lost_at_call(getattr(running, step)))
     announced: list[str] = []
