@@ -131,6 +131,7 @@ def test_the_merge_that_won_finishes_its_job_through_a_brief_database_outage(
     assert TaskResult.objects.get(task_id="batch-task").status == "SUCCESS"
 
 
+@pytest.mark.postgres  # a write is known again by its timestamp, as each database stores it
 @pytest.mark.django_db(transaction=True)  # the retry closes the connection, as after an outage
 @override_settings(BATCH_CHUNK_ROWS=10)
 def test_a_merge_whose_finish_lost_its_answer_still_announces_the_job(

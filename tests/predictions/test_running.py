@@ -96,6 +96,7 @@ def test_a_micro_batch_outlasts_a_database_that_is_briefly_away(
         assert (job.status, job.attempts, job.outputs is not None) == (Status.SUCCEEDED, 1, True)
 
 
+@pytest.mark.postgres  # a write is known again by its timestamp, as each database stores it
 @pytest.mark.django_db(transaction=True)
 def test_a_micro_batch_whose_commits_lost_their_answers_still_finishes_and_announces_its_jobs(
     monkeypatch: pytest.MonkeyPatch, two_unsent_jobs: list[PredictionJob]
