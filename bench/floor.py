@@ -8,6 +8,7 @@ import os
 import resource
 import subprocess
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 from . import clients, report
@@ -40,8 +41,14 @@ def _cpu(worker_pid: int, stack: Stack) -> dict[str, float]:
     }
 
 
-def measure(stack: Stack, **context: Any) -> float:
-    """Start a bare worker on the stack's Redis (database 1), measure, stop it; jobs/s.
+@dataclass(frozen=True)
+class Floor:
+    jobs_per_s: float
+    latency_p50_ms: float
+
+
+def measure(stack: Stack, **context: Any) -> Floor:
+    """Start a bare worker on the stack's Redis (database 1), measure, stop it.
 
     `context` goes with every figure (at=N: which of the run's floors this is).
     """
@@ -75,13 +82,14 @@ def measure(stack: Stack, **context: Any) -> float:
     last = max(r["finished"] for r in records)
     rate = len(records) / (last - first)
     latencies = [(r["finished"] - r["started"]) * 1000 for r in records]
+    p50 = percentile(latencies, 50)
     fig = report.figure
     fig("floor", "jobs_per_s", rate, "jobs/s", jobs=len(records), clients=CLIENTS, **context)
-    fig("floor", "latency_p50", percentile(latencies, 50), "ms", **context)
+    fig("floor", "latency_p50", p50, "ms", **context)
     fig("floor", "latency_p99", percentile(latencies, 99), "ms", **context)
     for part, ms in used.items():
         fig("floor", f"cpu_per_job_{part}", ms, "ms", **context)
-    return rate
+    return Floor(rate, p50)
 
 
 def main() -> None:
