@@ -52,6 +52,9 @@ class RowInsert:
 class RowUpdate:
     """UPDATE the `assigned` fields (and add 1 to `counted`) where `matched` and `required` hold.
 
+    `stamped` names assigned fields whose values tell this very write apart from any other
+    (a task id, a timestamp): held() finds by them the rows a write already changed, when the
+    commit went through but its answer was lost with the connection.
     Names are the model's own field names, never user input; values are parameters.
     """
 
@@ -62,12 +65,15 @@ class RowUpdate:
         *,
         required: Mapping[str, Any],
         counted: Sequence[str] = (),
+        stamped: Sequence[str] = (),
     ) -> None:
         self.assigned = list(assigned)
         self.matched = list(matched)
         self.required = dict(required)
         self.counted = list(counted)
+        self.stamped = list(stamped)
         self._sql = ""
+        self._held_sql = ""
 
     def run(self, rows: Iterable[tuple[Mapping[str, Any], Mapping[str, Any]]]) -> list[bool]:
         """Apply (assigned values, matched values) per row; whether each row was changed."""
@@ -78,6 +84,40 @@ class RowUpdate:
                 cursor.execute(self.sql, self._params(db, assigned, matched))
                 changed.append(cursor.rowcount == 1)
             return changed
+
+    def run_or_held(
+        self, rows: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]]
+    ) -> list[bool]:
+        """run(), then held() for the rows it did not change: whether each row is ours."""
+        ours = self.run(rows)
+        if all(ours):  # the usual case: no second look
+            return ours
+        held = iter(
+            self.held([row for row, is_ours in zip(rows, ours, strict=True) if not is_ours])
+        )
+        return [is_ours or next(held) for is_ours in ours]
+
+    def held(self, rows: Iterable[tuple[Mapping[str, Any], Mapping[str, Any]]]) -> list[bool]:
+        """Whether each row already holds this write: its `matched` and `stamped` values."""
+        db = _this_threads_connection()
+        with db.cursor() as cursor:
+            found = []
+            for assigned, matched in rows:
+                conditions = [(name, matched[name]) for name in self.matched]
+                conditions += [(name, assigned[name]) for name in self.stamped]
+                values = [_field(name).get_db_prep_value(value, db) for name, value in conditions]
+                cursor.execute(self.held_sql, values)
+                found.append(cursor.fetchone() is not None)
+            return found
+
+    @property
+    def held_sql(self) -> str:
+        if not self._held_sql:
+            quote = connection.ops.quote_name
+            wheres = [f"{quote(_column(name))} = %s" for name in [*self.matched, *self.stamped]]
+            table = quote(PredictionJob._meta.db_table)
+            self._held_sql = f"SELECT 1 FROM {table} WHERE {' AND '.join(wheres)}"  # noqa: S608
+        return self._held_sql
 
     @property
     def sql(self) -> str:

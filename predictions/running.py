@@ -36,11 +36,13 @@ class NotRetryable(Conflict):
 
 
 # A micro-batch's claims and writes: one statement per job, each telling whether it was ours.
+# A claim is known again by the state, task and start it wrote; a finish by its end.
 CLAIM = RowUpdate(
     ["status", "started_at", "lease_expires_at", "task_id"],
     ["id"],
     required={"status": Status.QUEUED},
     counted=["attempts"],
+    stamped=["status", "task_id", "started_at"],
 )
 FINISH = RowUpdate(
     [
@@ -54,6 +56,7 @@ FINISH = RowUpdate(
     ],
     ["id", "task_id"],
     required={"status": Status.RUNNING},
+    stamped=["finished_at"],
 )
 
 
@@ -96,29 +99,18 @@ def claim_many(
     rows = [({**changes, "task_id": task}, {"id": job}) for job, task in task_of.items()]
     # Claimed and read back as two steps, each retried alone: a read-back that failed does
     # not claim again.
-    ours = dbretry.retrying(partial(_claim_rows, rows, now), "claiming a micro-batch")
+    ours = dbretry.retrying(partial(_claim_rows, rows), "claiming a micro-batch")
     claimed = [job for job, is_ours in zip(task_of, ours, strict=True) if is_ours]
     if not claimed:
         return []
     return dbretry.retrying(partial(_read_claimed, claimed), "reading a micro-batch's jobs")
 
 
-def _claim_rows(rows: list[tuple[dict[str, Any], dict[str, Any]]], now: datetime) -> list[bool]:
-    """Claim each row; whether it is ours. A row that is running under its task id since
-    `now` is ours as well: this very claim committed, and only its answer was lost."""
+def _claim_rows(rows: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[bool]:
+    """Claim each row; whether it is ours (also when this very claim committed before, and
+    only its answer was lost)."""
     with transaction.atomic():
-        ours = CLAIM.run(rows)
-        if all(ours):
-            return ours
-        missed = [
-            matched["id"] for (_, matched), is_ours in zip(rows, ours, strict=True) if not is_ours
-        ]
-        held = PredictionJob.objects.filter(pk__in=missed, status=Status.RUNNING, started_at=now)
-        ours_before = {(str(pk), task) for pk, task in held.values_list("pk", "task_id")}
-        return [
-            is_ours or (str(matched["id"]), assigned["task_id"]) in ours_before
-            for (assigned, matched), is_ours in zip(rows, ours, strict=True)
-        ]
+        return CLAIM.run_or_held(rows)
 
 
 def _read_claimed(job_ids: list[str]) -> list[PredictionJob]:
@@ -193,14 +185,11 @@ def _write_finished(
         written = [job for job, is_ours in zip(jobs, ours, strict=True) if is_ours]
         if on_written is not None:
             on_written(written)
-        if len(written) == len(jobs):
-            return written
-        missed = [job for job, is_ours in zip(jobs, ours, strict=True) if not is_ours]
-        done = PredictionJob.objects.filter(
-            pk__in=[job.pk for job in missed], finished_at=missed[0].finished_at
-        )
-        done_before = set(done.values_list("pk", "task_id"))
-        return written + [job for job in missed if (job.pk, job.task_id) in done_before]
+        missed = [
+            (job, row) for job, row, is_ours in zip(jobs, rows, ours, strict=True) if not is_ours
+        ]
+        held = FINISH.held([row for _, row in missed])
+    return written + [job for (job, _), is_held in zip(missed, held, strict=True) if is_held]
 
 
 def _score_group(version: ModelVersion, jobs: list[PredictionJob]) -> None:
