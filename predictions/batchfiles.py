@@ -416,10 +416,13 @@ def _cell_column(values: np.ndarray) -> pa.Array:
 
 
 def write_errors(path: Path, rows: Sequence[tuple[str, str, str]]) -> None:
-    """(row number, id, reason) rows as header-less CSV; every cell is text, so escaped."""
+    """(row number, id, reason) rows as header-less CSV; every cell is text, so escaped.
+
+    Lines end in LF, as the header line and the result file's do (csv's default is CRLF).
+    """
     partial = path.with_suffix(".tmp")
     with open(partial, "w", newline="", encoding="utf-8") as stream:
-        writer = csv.writer(stream)
+        writer = csv.writer(stream, lineterminator="\n")
         for row in rows:
             writer.writerow([escape_formula(cell) for cell in row])
     os.replace(partial, path)

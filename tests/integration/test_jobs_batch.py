@@ -102,7 +102,9 @@ def test_rows_that_cannot_be_scored_go_to_the_error_file_and_the_rest_succeed(li
     result = client.get(f"/api/v1/jobs/{body['id']}/result/?format=json").json()
     assert len(result) == 2
     errors = client.get(body["error_file_url"])
-    lines = b"".join(errors.streaming_content).decode().splitlines()
+    content = b"".join(errors.streaming_content).decode()
+    assert "\r" not in content  # one line end throughout, as in the result file
+    lines = content.splitlines()
     assert lines[0] == "row,id,error"
     assert lines[1].startswith("2,,sepal_width is not a number")
     assert lines[2].startswith("3,,petal_length is empty")
