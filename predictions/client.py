@@ -166,19 +166,17 @@ class Client:
 
     def download_result(self, job_id: str, out: str | Path, file_format: str = "csv") -> Path:
         """Streams a succeeded job's result (csv, parquet or json) to a file."""
-        out = Path(out)
         path = f"/api/v1/jobs/{job_id}/result/?{urlencode({'format': file_format})}"
-        accept = {"Accept": MEDIA_TYPES.get(file_format, "*/*")}
-        with self._open("GET", path, None, accept) as response, out.open("wb") as stream:
-            shutil.copyfileobj(response, stream, CHUNK)
-        return out
+        return self._save(path, MEDIA_TYPES.get(file_format, "*/*"), Path(out))
 
     def download_errors(self, job_id: str, out: str | Path) -> Path:
         """Streams a finished batch job's error file (row, id, reason per row not scored)."""
-        out = Path(out)
-        path = f"/api/v1/jobs/{job_id}/errors/"
+        return self._save(f"/api/v1/jobs/{job_id}/errors/", "text/csv", Path(out))
+
+    def _save(self, path: str, media_type: str, out: Path) -> Path:
+        # Opened after the answer: a refused download leaves no empty file behind.
         with (
-            self._open("GET", path, None, {"Accept": "text/csv"}) as response,
+            self._open("GET", path, None, {"Accept": media_type}) as response,
             out.open("wb") as stream,
         ):
             shutil.copyfileobj(response, stream, CHUNK)

@@ -89,13 +89,16 @@ class RowUpdate:
         self, rows: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]]
     ) -> list[bool]:
         """run(), then held() for the rows it did not change: whether each row is ours."""
-        ours = self.run(rows)
-        if all(ours):  # the usual case: no second look
-            return ours
-        held = iter(
-            self.held([row for row, is_ours in zip(rows, ours, strict=True) if not is_ours])
-        )
-        return [is_ours or next(held) for is_ours in ours]
+        return self.or_held(rows, self.run(rows))
+
+    def or_held(
+        self, rows: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]], changed: list[bool]
+    ) -> list[bool]:
+        """What run() `changed`, with held() asked only about the rows it did not change."""
+        if all(changed):  # the usual case: no second look
+            return changed
+        held = iter(self.held([row for row, was in zip(rows, changed, strict=True) if not was]))
+        return [was or next(held) for was in changed]
 
     def held(self, rows: Iterable[tuple[Mapping[str, Any], Mapping[str, Any]]]) -> list[bool]:
         """Whether each row already holds this write: its `matched` and `stamped` values."""

@@ -181,15 +181,11 @@ def _write_finished(
         for job in jobs
     ]
     with transaction.atomic():
-        ours = FINISH.run(rows)
-        written = [job for job, is_ours in zip(jobs, ours, strict=True) if is_ours]
+        changed = FINISH.run(rows)
         if on_written is not None:
-            on_written(written)
-        missed = [
-            (job, row) for job, row, is_ours in zip(jobs, rows, ours, strict=True) if not is_ours
-        ]
-        held = FINISH.held([row for _, row in missed])
-    return written + [job for (job, _), is_held in zip(missed, held, strict=True) if is_held]
+            on_written([job for job, was in zip(jobs, changed, strict=True) if was])
+        ours = FINISH.or_held(rows, changed)
+    return [job for job, is_ours in zip(jobs, ours, strict=True) if is_ours]
 
 
 def _score_group(version: ModelVersion, jobs: list[PredictionJob]) -> None:
