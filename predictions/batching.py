@@ -202,21 +202,31 @@ def _score_into_part(chunk: BatchChunk) -> tuple[int, int, int]:
     is_classifier = model.task_kind == TaskKind.CLASSIFICATION
     classes = list(estimator.classes_) if is_classifier and hasattr(estimator, "classes_") else []
     names = batchfiles.header(job.id_column, classes)
+    failed = rows.errors  # (position in the chunk, reason)
+    scored = 0
     if len(rows.good):
-        scores = scoring.score(estimator, rows.matrix, with_probabilities=is_classifier)
-        ids = rows.ids[rows.good] if rows.ids is not None else None
-        batchfiles.write_part(
-            _part(directory, chunk.index), ids, scores.predictions, scores.probabilities, names
-        )
+        result = scoring.score_rows(estimator, rows.matrix, with_probabilities=is_classifier)
+        if result.failures:  # rows the model failed on, as positions in the chunk
+            failed = sorted(
+                failed + [(int(rows.good[at]), why) for at, why in result.failures.items()]
+            )
+        scored = len(result.good)
+        if scored:
+            good = rows.good[result.good]
+            ids = rows.ids[good] if rows.ids is not None else None
+            scores = result.scores
+            batchfiles.write_part(
+                _part(directory, chunk.index), ids, scores.predictions, scores.probabilities, names
+            )
     errors = [
-        (str(chunk.start_row + at + 1), _id_at(rows.ids, at), reason) for at, reason in rows.errors
+        (str(chunk.start_row + at + 1), _id_at(rows.ids, at), reason) for at, reason in failed
     ]
     errors += [("", "", f"unreadable line: {reason}") for reason in bad_lines]
     if errors:
         batchfiles.write_errors(directory / "parts" / f"errors-{chunk.index:06d}.csv", errors)
     if chunk.index == 0:
         (directory / "header.txt").write_text("\x1f".join(names), encoding="utf-8")
-    return len(rows.good), len(rows.errors), len(bad_lines)
+    return scored, len(failed), len(bad_lines)
 
 
 def _read(chunk: BatchChunk, features: list[str]) -> tuple[batchfiles.ChunkRows, list[str]]:

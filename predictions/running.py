@@ -196,13 +196,18 @@ def _score_group(version: ModelVersion, jobs: list[PredictionJob]) -> None:
         [[row[name] for name in features] for job in jobs for row in cast(list, job.inputs)]
     )
     is_classifier = version.registered_model.task_kind == TaskKind.CLASSIFICATION
-    scores = scoring.score(estimator, matrix, with_probabilities=is_classifier)
+    scored = scoring.score_rows(estimator, matrix, with_probabilities=is_classifier)
     start = 0
     for job in jobs:
         stop = start + len(cast(list, job.inputs))
-        job.outputs = scores.rows(start, stop)
-        job.status = Status.SUCCEEDED
-        job.rows_done = stop - start
+        failed = scored.first_failure(start, stop)
+        if failed is None:
+            job.outputs = scored.rows(start, stop)
+            job.status = Status.SUCCEEDED
+            job.rows_done = stop - start
+        else:  # a row the model fails on fails its own job, not the jobs scored beside it
+            reason = scored.failures[failed]
+            _mark_failed(job, scoring.ScoringFailed.code, f"row {failed - start + 1}: {reason}")
         start = stop
 
 

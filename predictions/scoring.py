@@ -1,7 +1,7 @@
 """Calling an estimator once for many rows, and shaping its answers as output rows."""
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -13,6 +13,10 @@ from mlsite.errors import DomainError
 # Up to this many rows a forest is scored tree by tree here (see _forest_probabilities);
 # larger inputs (batch chunks) keep scikit-learn's path, which can use the forest's n_jobs.
 FOREST_FAST_PATH_ROWS = 5000
+# Calls that raise which score_rows splits further, in all; past this the rows left fail
+# with the error at hand (a model that refuses every row must not cost a call per row).
+MAX_FAILED_CALLS = 64
+NOT_FINITE = "the model's answer for this row is not a finite number (an input out of its range?)"
 
 
 class ScoringFailed(DomainError):
@@ -38,6 +42,85 @@ class Scores:
             {"prediction": value, "probabilities": dict(zip(labels, row, strict=True))}
             for value, row in zip(predictions, probabilities, strict=True)
         ]
+
+    def finite(self) -> np.ndarray:
+        """Per row: whether its prediction and probabilities are all finite numbers."""
+        finite = np.ones(len(self.predictions), dtype=bool)
+        if self.predictions.dtype.kind in "fc":
+            finite &= np.isfinite(self.predictions)
+        if self.probabilities is not None:
+            finite &= np.isfinite(self.probabilities).all(axis=1)
+        return finite
+
+    def take(self, rows: np.ndarray) -> "Scores":
+        probabilities = None if self.probabilities is None else self.probabilities[rows]
+        return Scores(self.predictions[rows], probabilities, self.classes)
+
+
+@dataclass
+class RowScores:
+    """The scores of the rows that could be scored, and why each of the others could not."""
+
+    scores: Scores  # one entry per row of `good`
+    good: np.ndarray  # positions in the input, ascending
+    failures: dict[int, str]  # position in the input: reason
+
+    def rows(self, start: int, stop: int) -> list[dict[str, Any]]:
+        """Output rows for input positions start..stop, all of them good."""
+        first = int(np.searchsorted(self.good, start))
+        return self.scores.rows(first, first + (stop - start))
+
+    def first_failure(self, start: int, stop: int) -> int | None:
+        """The first of input positions start..stop that failed, if any did."""
+        if not self.failures:
+            return None
+        return next((at for at in range(start, stop) if at in self.failures), None)
+
+
+def score_rows(estimator: Any, matrix: np.ndarray, with_probabilities: bool) -> RowScores:
+    """Score all rows in one call, as score() does; a row the model fails on fails alone.
+
+    A row whose answer is not a finite number (an input too large for the model, say) fails.
+    When the call raises, its rows are split in halves and scored again until the rows
+    that make it raise are found: one such row among n costs about 2 log2(n) calls more.
+    """
+    pieces: list[tuple[np.ndarray, Scores]] = []
+    failures: dict[int, str] = {}
+    failed_calls = 0
+    spans = [np.arange(len(matrix))]  # a stack; the left half goes on top, so rows stay in order
+    while spans:
+        span = spans.pop()
+        try:
+            rows = matrix if len(span) == len(matrix) else matrix[span]
+            scores = score(estimator, rows, with_probabilities)
+        except ScoringFailed as exc:
+            failed_calls += 1
+            if len(span) == 1 or failed_calls >= MAX_FAILED_CALLS:
+                failures.update(dict.fromkeys(span.tolist(), str(exc)))
+            else:
+                half = len(span) // 2
+                spans += [span[half:], span[:half]]
+            continue
+        finite = scores.finite()
+        if not finite.all():
+            failures.update(dict.fromkeys(span[~finite].tolist(), NOT_FINITE))
+            span, scores = span[finite], scores.take(finite)
+        if len(span):
+            pieces.append((span, scores))
+    if not pieces:
+        return RowScores(Scores(np.empty(0)), np.empty(0, np.intp), failures)
+    if len(pieces) == 1:
+        return RowScores(pieces[0][1], pieces[0][0], failures)
+    good = np.concatenate([span for span, _ in pieces])
+    return RowScores(_joined([scores for _, scores in pieces]), good, failures)
+
+
+def _joined(parts: list[Scores]) -> Scores:
+    predictions = np.concatenate([part.predictions for part in parts])
+    if parts[0].probabilities is None:
+        return Scores(predictions)
+    probabilities = np.concatenate([cast(np.ndarray, part.probabilities) for part in parts])
+    return Scores(predictions, probabilities, parts[0].classes)
 
 
 def score(estimator: Any, matrix: np.ndarray, with_probabilities: bool) -> Scores:

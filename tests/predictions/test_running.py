@@ -14,7 +14,7 @@ from modelregistry import loader
 from predictions import running, submission, waiting
 from predictions.models import PredictionJob, Status
 from tests.base import make_user
-from tests.builders import in_process_predictions, iris_rows, make_version
+from tests.builders import IRIS_FEATURES, in_process_predictions, iris_rows, make_version
 from tests.outages import answer_lost_at_call, fails_at_call
 
 pytestmark = pytest.mark.django_db
@@ -179,3 +179,24 @@ def test_a_lease_is_renewed_only_while_running() -> None:
     assert running.renew_lease(job.pk)
     job.refresh_from_db()
     assert job.lease_expires_at > timezone.now()
+
+
+def test_a_job_the_model_cannot_answer_fails_alone_in_its_micro_batch() -> None:
+    version = make_version()
+    huge = dict.fromkeys(IRIS_FEATURES, 1.7e308)  # finite; the model's answer is NaN
+    bad, _ = submission.submit_rows(make_user("u-huge"), "iris", [*iris_rows(1), huge])
+    jobs = [submit(2), bad, submit(1, offset=9)]
+    claimed = running.claim_many([(str(job.pk), str(uuid4())) for job in jobs])
+    for job in claimed:
+        job.task_id = PredictionJob.objects.get(pk=job.pk).task_id
+
+    running.score_jobs(claimed)
+
+    for job in jobs:
+        job.refresh_from_db()
+    assert (bad.status, bad.error_code) == (Status.FAILED, "scoring_failed")
+    assert bad.error_message.startswith("row 2: ") and "not a finite number" in bad.error_message
+    assert [jobs[0].status, jobs[2].status] == [Status.SUCCEEDED, Status.SUCCEEDED]
+    assert [row["prediction"] for row in jobs[2].outputs] == (
+        in_process_predictions(version, iris_rows(1, 9)).tolist()
+    )

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import make_classification
 from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
 
 from predictions import scoring
 
@@ -43,3 +44,51 @@ def test_a_row_the_forest_cannot_take_fails_as_scoring_failed() -> None:
     forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(features, labels)
     with pytest.raises(scoring.ScoringFailed, match="could not score"):
         scoring.score(forest, features[:3, :4], with_probabilities=True)
+
+
+def test_a_row_whose_answer_is_not_a_finite_number_fails_alone() -> None:
+    features, labels = _data()
+    model = LogisticRegression(max_iter=500).fit(features, labels)
+    rows = features[:5].copy()
+    rows[2] = 1.7e308  # finite, but the model's answer for it is NaN
+
+    scored = scoring.score_rows(model, rows, with_probabilities=True)
+
+    assert list(scored.failures) == [2]
+    assert "not a finite number" in scored.failures[2]
+    assert scored.good.tolist() == [0, 1, 3, 4]
+    assert np.array_equal(scored.scores.probabilities, model.predict_proba(rows[[0, 1, 3, 4]]))
+    assert [row["prediction"] for row in scored.rows(3, 5)] == model.predict(rows[3:]).tolist()
+
+
+def test_rows_that_make_the_model_raise_are_found_and_fail_alone() -> None:
+    features, labels = _data()
+    forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(features, labels)
+    rows = features[:40].copy()
+    rows[[5, 31]] = 1e39  # too large for the trees' float32: the whole call raises
+
+    scored = scoring.score_rows(forest, rows, with_probabilities=True)
+
+    assert sorted(scored.failures) == [5, 31]
+    assert "could not score" in scored.failures[5]
+    good = [at for at in range(40) if at not in (5, 31)]
+    assert scored.good.tolist() == good
+    assert np.array_equal(scored.scores.probabilities, forest.predict_proba(rows[good]))
+    assert scored.first_failure(0, 5) is None
+    assert scored.first_failure(4, 8) == 5
+
+
+def test_a_model_that_refuses_every_row_is_not_called_once_a_row() -> None:
+    class Refuses:
+        calls = 0
+
+        def predict(self, matrix: np.ndarray) -> np.ndarray:
+            self.calls += 1
+            raise ValueError("no")
+
+    model = Refuses()
+    scored = scoring.score_rows(model, np.ones((10_000, 3)), with_probabilities=False)
+
+    assert len(scored.failures) == 10_000
+    assert len(scored.good) == 0
+    assert model.calls <= 2 * scoring.MAX_FAILED_CALLS
