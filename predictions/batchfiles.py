@@ -26,7 +26,8 @@ import pyarrow.parquet as pq
 from .inputs import BadFile, TooManyRows
 from .models import FileFormat
 
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# What a spreadsheet may run as a formula, and the quote that escape_formula puts before it.
+ESCAPED_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
 READ_BLOCK_BYTES = 8 * 1024 * 1024
 RANGE_BLOCK_BYTES = 1024 * 1024
 SCAN_BLOCK_BYTES = 8 * 1024 * 1024
@@ -116,8 +117,16 @@ class Conversion:
 
 
 def escape_formula(text: str) -> str:
-    """Text a spreadsheet will not run: a leading = + - @ tab or CR gets a quote before it."""
-    return "'" + text if text.startswith(FORMULA_STARTS) else text
+    """Text a spreadsheet will not run: a leading = + - @ tab or CR gets a quote before it.
+
+    A leading quote gets one more, so that unescape_formula gives back exactly the text.
+    """
+    return "'" + text if text.startswith(ESCAPED_STARTS) else text
+
+
+def unescape_formula(text: str) -> str:
+    """The text escape_formula was given."""
+    return text[1:] if text.startswith("'") and text[1:].startswith(ESCAPED_STARTS) else text
 
 
 def convert_to_parquet(

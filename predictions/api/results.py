@@ -6,6 +6,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from django.conf import settings
@@ -14,7 +15,7 @@ from rest_framework.renderers import BaseRenderer
 
 from mlsite.errors import Conflict, DomainError
 
-from ..batchfiles import escape_formula
+from ..batchfiles import ESCAPED_STARTS, escape_formula, unescape_formula
 from ..models import Kind, PredictionJob, Status
 
 PARQUET_TYPE = "application/vnd.apache.parquet"
@@ -50,11 +51,32 @@ class ParquetRenderer(CSVRenderer):
 
 
 def result_table(job: PredictionJob) -> pa.Table:
-    """The whole result as a table; for small jobs from their outputs, else from the file."""
+    """The whole result, values as the model gave them: a small job's from its outputs, a
+    batch job's read back from its result file, ids as text and spreadsheet escapes undone."""
     if job.kind == Kind.SINGLE:
         return pa.Table.from_pylist([_flat(row) for row in job.outputs or []])
+    escaped_id = escape_formula(job.id_column)
+    options = pa_csv.ConvertOptions(
+        # An id is text as it was sent ("007" is not 7); no cell is empty or a boolean.
+        column_types={escaped_id: pa.string()} if job.id_column else None,
+        null_values=[],
+        true_values=[],
+        false_values=[],
+        strings_can_be_null=False,
+    )
     with job.result_file.open("rb") as stream:
-        return pa_csv.read_csv(stream)
+        table = pa_csv.read_csv(stream, convert_options=options)
+    columns = [_unescaped(column) for column in table.columns]
+    return pa.Table.from_arrays(columns, names=[unescape_formula(n) for n in table.column_names])
+
+
+def _unescaped(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    if not pa.types.is_string(column.type):
+        return column
+    # unescape_formula, a column at a time: a quote, then a start that escape_formula escapes
+    second = pc.utf8_slice_codeunits(column, 1, 2)
+    escaped = pc.and_(pc.starts_with(column, "'"), pc.is_in(second, pa.array(ESCAPED_STARTS)))
+    return pc.if_else(escaped, pc.utf8_slice_codeunits(column, 1), column)
 
 
 def _flat(row: dict[str, Any]) -> dict[str, Any]:
@@ -105,7 +127,7 @@ def csv_response(job: PredictionJob) -> HttpResponse | FileResponse:
         response = FileResponse(job.result_file.open("rb"), content_type="text/csv")
     else:
         frame = pd.DataFrame(result_table(job).to_pylist())
-        if frame["prediction"].dtype == object:
+        if not pd.api.types.is_numeric_dtype(frame["prediction"]):  # labels as text
             frame["prediction"] = frame["prediction"].map(lambda value: escape_formula(str(value)))
         frame.columns = [escape_formula(str(column)) for column in frame.columns]
         response = HttpResponse(frame.to_csv(index=False), content_type="text/csv")

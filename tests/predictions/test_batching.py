@@ -226,10 +226,21 @@ def test_a_file_over_the_row_cap_fails_with_too_many_rows() -> None:
 
 @pytest.mark.parametrize(
     ("text", "escaped"),
-    [("=1+2", "'=1+2"), ("+1", "'+1"), ("-x", "'-x"), ("@a", "'@a"), ("\tx", "'\tx"), ("ok", "ok")],
+    [
+        ("=1+2", "'=1+2"),
+        ("+1", "'+1"),
+        ("-x", "'-x"),
+        ("@a", "'@a"),
+        ("\tx", "'\tx"),
+        ("ok", "ok"),
+        ("'x", "''x"),
+    ],
 )
-def test_text_cells_that_a_spreadsheet_would_run_are_escaped(text, escaped) -> None:
+def test_text_cells_that_a_spreadsheet_would_run_are_escaped_and_can_be_read_back(
+    text, escaped
+) -> None:
     assert batchfiles.escape_formula(text) == escaped
+    assert batchfiles.unescape_formula(escaped) == text
 
 
 def test_string_labels_are_escaped_in_part_files(tmp_path) -> None:
@@ -307,3 +318,23 @@ def test_a_csv_without_a_readable_row_fails_as_a_bad_file(lines) -> None:
 
     job.refresh_from_db()
     assert (job.status, job.error_code, job.result_file.name) == (Status.FAILED, "bad_file", "")
+
+
+@override_settings(BATCH_CHUNK_ROWS=4)
+def test_rows_the_model_cannot_answer_go_to_the_error_file() -> None:
+    make_version()
+    rows = iris_rows(6)
+    rows[3] = dict.fromkeys(IRIS_FEATURES, 1.7e308)  # finite; the model's answer is NaN
+    job = submit_csv(pd.DataFrame(rows).to_csv(index=False))
+    batching.start(job.pk, "t")
+    for chunk_id in chunk_ids(job):
+        batching.score_chunk(chunk_id)
+
+    job.refresh_from_db()
+    assert (job.status, job.rows_done, job.rows_failed) == (Status.SUCCEEDED, 6, 1)
+    result = pd.read_csv(job.result_file.path)
+    assert len(result) == 5
+    assert result.notna().all().all()
+    errors = pd.read_csv(job.error_file.path, dtype=str)
+    assert errors["row"].tolist() == ["4"]
+    assert "not a finite number" in errors["error"].iloc[0]

@@ -1,0 +1,108 @@
+"""Results as a client downloads them: CSV escaped for spreadsheets, JSON and Parquet exact."""
+
+import io
+import json
+from uuid import uuid4
+
+import numpy as np
+import pandas as pd
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from rest_framework.test import APIClient
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+
+from predictions import batching, running, submission
+from predictions.models import BatchChunk, PredictionJob
+from tests.base import make_user
+from tests.builders import IRIS_FEATURES, iris_rows, make_version
+
+pytestmark = pytest.mark.django_db
+
+IDS = ["007", "=cmd", "-5", "'=x", "TRUE", "NA", "", "1e3", "'plain"]
+LABELS = np.array(['=HYPERLINK("x")', "setosa", "'=q"])
+
+
+def spread_rows() -> list[dict[str, float]]:
+    """One iris row per id, from all three classes."""
+    return iris_rows(150)[:: 150 // len(IDS)][: len(IDS)]
+
+
+def labelled_version() -> None:
+    """An iris classifier whose class labels a spreadsheet would run or alter."""
+    data = load_iris()
+    make_version(estimator=LogisticRegression(max_iter=500).fit(data.data, LABELS[data.target]))
+
+
+def expected_labels(rows: list[dict[str, float]]) -> list[str]:
+    estimator = LogisticRegression(max_iter=500).fit(load_iris().data, LABELS[load_iris().target])
+    return estimator.predict(np.array([[row[f] for f in IRIS_FEATURES] for row in rows])).tolist()
+
+
+def scored_batch(rows: list[dict[str, float]], ids: list[str]) -> PredictionJob:
+    text = pd.DataFrame({"key": ids, **pd.DataFrame(rows).to_dict("list")}).to_csv(index=False)
+    upload = SimpleUploadedFile("rows.csv", text.encode())
+    job, _ = submission.submit_file(make_user(), "iris", upload, size=upload.size, id_column="key")
+    batching.start(job.pk, "t")
+    for chunk_id in BatchChunk.objects.filter(job=job).values_list("pk", flat=True):
+        batching.score_chunk(chunk_id)
+    job.refresh_from_db()
+    return job
+
+
+def scored_single(rows: list[dict[str, float]]) -> PredictionJob:
+    job, _ = submission.submit_rows(make_user(), "iris", rows)
+    claimed = running.claim_many([(str(job.pk), str(uuid4()))])
+    for each in claimed:
+        each.task_id = PredictionJob.objects.get(pk=each.pk).task_id
+    running.score_jobs(claimed)
+    job.refresh_from_db()
+    return job
+
+
+def download(job: PredictionJob, format_: str) -> bytes:
+    client = APIClient()
+    client.force_authenticate(job.owner)
+    answer = client.get(f"/api/v1/jobs/{job.pk}/result/?format={format_}")
+    assert answer.status_code == 200, answer.content
+    return b"".join(answer.streaming_content) if answer.streaming else answer.content
+
+
+def test_a_batch_result_gives_back_ids_and_labels_exactly_in_json_and_parquet() -> None:
+    labelled_version()
+    rows = spread_rows()
+    job = scored_batch(rows, IDS)
+    labels = expected_labels(rows)
+    assert len(set(labels)) == 3
+
+    records = json.loads(download(job, "json"))
+    table = pd.read_parquet(io.BytesIO(download(job, "parquet")))
+
+    assert [record["key"] for record in records] == IDS
+    assert [record["prediction"] for record in records] == labels
+    assert table["key"].tolist() == IDS
+    assert table["prediction"].tolist() == labels
+
+
+def test_a_batch_csv_escapes_what_a_spreadsheet_would_run() -> None:
+    labelled_version()
+    job = scored_batch(spread_rows(), IDS)
+
+    result = pd.read_csv(io.BytesIO(download(job, "csv")), dtype=str, keep_default_na=False)
+
+    assert result["key"].tolist() == [
+        "007", "'=cmd", "'-5", "''=x", "TRUE", "NA", "", "1e3", "''plain"
+    ]  # fmt: skip
+    assert set(result["prediction"]) <= {'\'=HYPERLINK("x")', "setosa", "''=q"}
+
+
+def test_a_single_jobs_csv_escapes_text_labels_too() -> None:
+    labelled_version()
+    rows = spread_rows()
+    job = scored_single(rows)
+    assert job.outputs[0]["prediction"] in LABELS  # the JSON result is exact
+
+    result = pd.read_csv(io.BytesIO(download(job, "csv")), dtype=str, keep_default_na=False)
+
+    escaped = {'=HYPERLINK("x")': '\'=HYPERLINK("x")', "setosa": "setosa", "'=q": "''=q"}
+    assert result["prediction"].tolist() == [escaped[label] for label in expected_labels(rows)]
