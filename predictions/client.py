@@ -308,8 +308,20 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     parser.add_argument("--url", default=os.environ.get("MLSITE_URL", DEFAULT_URL))
     parser.add_argument("--token", default=None, help="API token (default: $MLSITE_TOKEN)")
-    parser.add_argument("--timeout", type=float, default=None, help="give up after seconds")
+    parser.add_argument(
+        "--timeout", type=_positive_seconds, default=None, help="give up after seconds"
+    )
     return parser
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return seconds
 
 
 def run(options: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
@@ -321,6 +333,12 @@ def run(options: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     if not options.url.startswith(("http://", "https://")):
         err.write(f"predict: --url must be http(s), got {options.url!r}\n")
         return 2
+    errors = Path(options.errors or _errors_beside(Path(options.out)))
+    # Checked before submitting: found only at the download, the job's work was wasted.
+    for option, path in (("--out", Path(options.out)), ("--errors", errors)):
+        if not path.parent.is_dir():
+            err.write(f"predict: {option}: no directory {path.parent} to save {path.name} in\n")
+            return 2
     client = Client(options.url, token)
     try:
         job = client.predict_file(
@@ -331,7 +349,6 @@ def run(options: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             timeout=options.timeout,
             on_progress=ProgressBar(err),
         )
-        errors = Path(options.errors or _errors_beside(Path(options.out)))
         if job.rows_failed:
             client.download_errors(job.id, errors)
     except (ApiError, OSError, TimeoutError) as error:

@@ -8,7 +8,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from rest_framework.authtoken.models import Token
 
-from predictions.client import ApiError, Client
+from predictions.client import ApiError, Client, main
 from predictions.models import PredictionJob, Status
 from tests.base import make_user
 from tests.builders import IRIS_FEATURES, in_process_predictions, iris_rows, make_version
@@ -147,3 +147,46 @@ def test_the_predict_command_refuses_a_wrong_token(live_web: str, tmp_path: Path
         )
     assert "401" in err.getvalue()
     assert not (tmp_path / "out.csv").exists()
+
+
+@pytest.mark.parametrize("where", ["--out", "--errors"])
+@pytest.mark.django_db(transaction=True)
+def test_the_predict_command_refuses_a_missing_output_directory_before_submitting(
+    live_web: str, live_worker, token: str, tmp_path: Path, capsys, where: str
+) -> None:
+    make_version()
+    missing = tmp_path / "no-such-dir" / "x.csv"
+    paths = {"--out": tmp_path / "result.csv", "--errors": tmp_path / "errors.csv", where: missing}
+
+    status = main(
+        [
+            "--model=iris",
+            f"--file={write_csv(tmp_path / 'rows.csv', iris_rows(2), with_id=False)}",
+            *(f"{option}={path}" for option, path in paths.items()),
+            f"--url={live_web}",
+            f"--token={token}",
+        ]
+    )
+
+    assert status == 2
+    assert f"{where}: no directory {missing.parent}" in capsys.readouterr().err
+    assert not PredictionJob.objects.exists()  # nothing was sent to be scored
+
+
+@pytest.mark.parametrize("timeout", ["-5", "0"])
+def test_the_predict_command_refuses_a_timeout_that_is_not_positive(
+    tmp_path: Path, capsys, timeout: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(
+            [
+                "--model=iris",
+                f"--file={tmp_path / 'rows.csv'}",
+                f"--out={tmp_path / 'result.csv'}",
+                f"--timeout={timeout}",
+                "--token=t",
+            ]
+        )
+
+    assert exited.value.code == 2
+    assert "--timeout: must be a positive number of seconds" in capsys.readouterr().err
