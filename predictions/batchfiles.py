@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from .inputs import BadFile, TooManyRows
+from .inputs import BadFile, TooManyRows, csv_header_names, is_number_type
 from .models import FileFormat
 
 # What a spreadsheet may run as a formula, and the quote that escape_formula puts before it.
@@ -64,7 +64,7 @@ def plan_csv_ranges(source: Path, rows_per_chunk: int, max_rows: int) -> CsvRang
     file is counted first).
     """
     with open(source, "rb") as stream:
-        columns = _header(stream.readline())
+        columns = csv_header_names(stream.readline())
         chunk_start = position = stream.tell()
         ranges: list[ByteRange] = []
         rows = chunk_first_row = 0
@@ -96,15 +96,7 @@ def csv_header(source: Path) -> tuple[list[str], int]:
     """The column names of a CSV's header line, stripped, and the line's length in bytes."""
     with open(source, "rb") as stream:
         line = stream.readline()
-    return _header(line), len(line)
-
-
-def _header(line: bytes) -> list[str]:
-    try:
-        text = line.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise BadFile("CSV header is not UTF-8 text", field="file") from None
-    return [name.strip() for name in next(csv.reader(io.StringIO(text)), [])]
+    return csv_header_names(line), len(line)
 
 
 @dataclass
@@ -282,7 +274,7 @@ def _parquet_batches(
         columns = []
         for name in features:
             column = batch.column(name)
-            if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
+            if not is_number_type(column.type):
                 raise BadFile(f"column {name} is {column.type}, not a number", field="file")
             columns.append(column.cast(pa.float64()))
         if id_column:

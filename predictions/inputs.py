@@ -5,6 +5,7 @@ import io
 import math
 from typing import IO, Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from django.conf import settings
 
@@ -80,8 +81,13 @@ def check_file(model: RegisteredModel, upload: IO[bytes], size: int, id_column: 
             f"file is {size} bytes, more than {settings.MAX_UPLOAD_BYTES}", field="file"
         )
     file_format = file_format_of(getattr(upload, "name", "") or "")
-    columns = _csv_columns(upload) if file_format == FileFormat.CSV else _parquet_columns(upload)
-    check_columns(model.feature_names, columns, id_column)
+    features = model.feature_names
+    if file_format == FileFormat.CSV:
+        check_columns(features, _csv_columns(upload), id_column)
+    else:
+        schema = _parquet_schema(upload)
+        check_columns(features, schema.names, id_column)
+        check_parquet_types(features, schema, id_column)
     return file_format
 
 
@@ -98,26 +104,61 @@ def check_columns(features: list[str], columns: list[str], id_column: str) -> No
         raise BadFile("file has duplicate column names", field="file")
 
 
+def check_parquet_types(features: list[str], schema: pa.Schema, id_column: str) -> None:
+    """Features must be stored as numbers, the id as something pyarrow can write as text."""
+    for name in features:
+        kind = schema.field(name).type
+        if not is_number_type(kind):
+            raise BadFile(f"column {name} is {kind}, not a number", field="file")
+    if id_column:
+        kind = schema.field(id_column).type
+        try:
+            pa.nulls(0, kind).cast(pa.string())
+        except pa.ArrowNotImplementedError:  # nested types: struct, list, map
+            raise BadFile(
+                f"id column {id_column} is {kind}, which cannot be written as text",
+                field="id_column",
+            ) from None
+
+
+def is_number_type(kind: pa.DataType) -> bool:
+    # Not bool, decimal or text: the worker reads features as float64 as they are stored.
+    return pa.types.is_integer(kind) or pa.types.is_floating(kind)
+
+
+def csv_header_names(line: bytes) -> list[str]:
+    """The column names of a CSV header line, stripped; raises BadFile."""
+    try:
+        text = line.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BadFile("CSV header is not UTF-8 text", field="file") from None
+    if "\r" in text.rstrip("\r\n"):
+        # The chunk plan counts rows by LF; a file of CR-only lines would be one long row.
+        raise BadFile(
+            "CSV lines end in CR alone; save the file with LF or CRLF line ends", field="file"
+        )
+    try:
+        header = next(csv.reader(io.StringIO(text)), [])
+    except csv.Error as exc:  # e.g. a name longer than csv's field limit (128 KiB)
+        raise BadFile(f"CSV header cannot be read: {exc}", field="file") from None
+    return [name.strip() for name in header]
+
+
 def _csv_columns(upload: IO[bytes]) -> list[str]:
     upload.seek(0)
     first_line = upload.readline(MAX_HEADER_BYTES)
     upload.seek(0)
-    try:
-        text = first_line.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise BadFile("CSV header is not UTF-8 text", field="file") from None
-    header = next(csv.reader(io.StringIO(text)), [])
+    header = csv_header_names(first_line)
     if not header:
         raise BadFile("CSV file is empty or has no header row", field="file")
-    return [name.strip() for name in header]
+    return header
 
 
-def _parquet_columns(upload: IO[bytes]) -> list[str]:
+def _parquet_schema(upload: IO[bytes]) -> pa.Schema:
     upload.seek(0)
     try:
-        schema = pq.read_schema(upload)
+        return pq.read_schema(upload)
     except Exception as exc:  # pyarrow raises several kinds for a file that is not Parquet
         raise BadFile(f"not a readable Parquet file: {exc}", field="file") from None
     finally:
         upload.seek(0)
-    return list(schema.names)

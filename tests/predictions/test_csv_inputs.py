@@ -71,3 +71,31 @@ def test_formula_looking_ids_are_escaped_in_the_result_file(live_worker) -> None
     assert job.status == Status.SUCCEEDED
     ids = [row[0] for row in read_csv(job.result_file)[1:]]
     assert ids == ["'" + name for name in hostile[:4]] + ["plain"]
+
+
+def post_file(content: bytes, name: str = "rows.csv", **fields: str):
+    client = APIClient()
+    client.force_authenticate(make_user())
+    upload = io.BytesIO(content)
+    upload.name = name
+    return client.post("/api/v1/jobs/", {"model": "iris", "file": upload, **fields})
+
+
+@pytest.mark.django_db
+def test_a_csv_whose_lines_end_in_cr_alone_is_refused_at_upload() -> None:
+    make_version()
+    answer = post_file(b"sepal_length,sepal_width,petal_length,petal_width\r5.1,3.5,1.4,0.2\r")
+
+    assert answer.status_code == 400, answer.content
+    assert answer.json()["code"] == "bad_file"
+    assert "CR" in answer.json()["detail"]
+
+
+@pytest.mark.django_db
+def test_a_header_name_too_long_for_the_csv_reader_is_refused_at_upload() -> None:
+    make_version()
+    answer = post_file(("x" * 131_073 + "," + ",".join(IRIS_FEATURES) + "\n1,2,3,4,5\n").encode())
+
+    assert answer.status_code == 400, answer.content
+    assert answer.json()["code"] == "bad_file"
+    assert "header" in answer.json()["detail"]
