@@ -275,16 +275,25 @@ def cancel_one(job: PredictionJob) -> PredictionJob:
 
 
 def retry(jobs: QuerySet[PredictionJob], *, now: datetime | None = None) -> int:
-    """Queue failed or cancelled jobs for a new attempt; the count of jobs re-queued."""
+    """Queue failed or cancelled jobs for a new attempt; the count of jobs re-queued.
+
+    A job whose inputs result retention deleted has nothing left to score: it stays as it is.
+    """
     retried = 0
-    for job in jobs.filter(status__in=[Status.FAILED, Status.CANCELLED]):
+    for job in jobs.filter(status__in=[Status.FAILED, Status.CANCELLED], purged_at__isnull=True):
         retried += _retry(job, now or timezone.now())
     return retried
 
 
 def retry_one(job: PredictionJob) -> PredictionJob:
-    """Retry one job; raises NotRetryable unless it failed or was cancelled."""
+    """Retry one job; raises NotRetryable unless it failed or was cancelled and still has its
+    inputs."""
     if not retry(PredictionJob.objects.filter(pk=job.pk)):
+        if job.purged_at is not None:
+            raise NotRetryable(
+                f"job {job.pk} cannot be retried: result retention deleted its inputs "
+                f"on {job.purged_at:%Y-%m-%d}"
+            )
         raise NotRetryable(f"only failed or cancelled jobs can be retried, not {job.status}")
     job.refresh_from_db()
     return job

@@ -159,3 +159,18 @@ def test_uploads_abandoned_by_a_dead_web_process_are_swept_and_fresh_ones_kept(s
 
     assert (report.abandoned_uploads, old.exists(), fresh.exists()) == (1, False, True)
     fresh.unlink()
+
+
+@pytest.mark.django_db
+def test_a_purged_job_cannot_be_retried_it_has_nothing_left_to_score() -> None:
+    job = finished_job(40, status=Status.CANCELLED)
+    retention.purge_expired(now=NOW, days=30)
+    client = Client()
+    client.force_login(job.owner)
+
+    answer = client.post(f"/api/v1/jobs/{job.pk}/retry/")
+
+    assert answer.status_code == 409
+    assert answer.json()["code"] == "not_retryable"
+    assert "retention deleted its inputs" in answer.json()["detail"]
+    assert PredictionJob.objects.get(pk=job.pk).status == Status.CANCELLED
