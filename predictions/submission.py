@@ -83,10 +83,13 @@ def submit_file(
     # Storage.save wraps a plain file object in File itself; the stubs want a File.
     job.input_file.save(f"{job.pk}.{extension}", upload, save=False)  # type: ignore[arg-type]
     try:
-        return _create(job)
+        answer, created = _create(job)
     except Exception:
         job.input_file.delete(save=False)
         raise
+    if not created:  # lost an idempotency race: the winner's job keeps its own file
+        job.input_file.delete(save=False)
+    return answer, created
 
 
 def _common(

@@ -1,11 +1,15 @@
 """Submitting: the row is the ORM's; a lost idempotency race answers with the winner's job."""
 
+from pathlib import Path
+
 import pytest
+from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import SimpleUploadedFile
 
 from predictions import submission
 from predictions.models import PredictionJob
 from tests.base import make_user
-from tests.builders import iris_rows, make_version
+from tests.builders import IRIS_FEATURES, iris_rows, make_version
 
 
 def lose_the_race(monkeypatch) -> None:
@@ -59,3 +63,27 @@ def test_a_submitted_job_is_stored_as_the_orm_would_store_it() -> None:
         orms.pop(name)
     assert ours == orms
     assert not submitted._state.adding  # a later save() updates it
+
+
+def stored_uploads() -> list[Path]:
+    folder = Path(default_storage.path("uploads"))
+    return sorted(found for found in folder.rglob("*") if found.is_file())
+
+
+@pytest.mark.django_db
+def test_a_file_that_lost_an_idempotency_race_is_not_kept(monkeypatch) -> None:
+    make_version()
+    owner = make_user("uploader")
+    content = (",".join(IRIS_FEATURES) + "\n1,2,3,4\n").encode()
+    before = stored_uploads()
+    first, _ = submission.submit_file(
+        owner, "iris", SimpleUploadedFile("a.csv", content), size=len(content), idempotency_key="f"
+    )
+
+    lose_the_race(monkeypatch)
+    second, created = submission.submit_file(
+        owner, "iris", SimpleUploadedFile("b.csv", content), size=len(content), idempotency_key="f"
+    )
+
+    assert (second.pk, created) == (first.pk, False)
+    assert [p for p in stored_uploads() if p not in before] == [Path(first.input_file.path)]
