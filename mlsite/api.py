@@ -1,15 +1,22 @@
-"""API plumbing shared by the apps: the one exception handler and common permissions."""
+"""API plumbing shared by the apps: the one exception handler, the JSON answers Django gives
+for the API (404, 500, 411), and common permissions."""
 
+from collections.abc import Callable
 from typing import Any
 
-from django.http import Http404
-from rest_framework.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.serializers import Serializer
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView, exception_handler
 
 from .errors import DomainError
+
+API_PREFIX = "/api/"
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
@@ -19,9 +26,38 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
             body["field"] = exc.field
         return Response(body, status=exc.http_status)
     response = exception_handler(exc, context)  # DRF's own: validation, auth, 404, throttle
-    if response is not None and isinstance(response.data, dict) and "code" not in response.data:
+    if response is not None and isinstance(exc, ValidationError):
+        response.data = first_error(exc.detail)
+    elif response is not None and isinstance(response.data, dict) and "code" not in response.data:
         response.data["code"] = _code_of(exc)
     return response
+
+
+def first_error(detail: Any, field: str = "") -> dict[str, Any]:
+    """DRF's validation errors ({field: [message, …]}, nested for lists and objects) as our
+    one error shape: the first message, code invalid, and the path of its field
+    (inputs[1].x); no field for an error of the whole body."""
+    if isinstance(detail, dict):
+        for name, inner in detail.items():
+            if inner:
+                return first_error(inner, _field_path(field, name))
+    elif isinstance(detail, list):
+        for index, inner in enumerate(detail):
+            if isinstance(inner, dict | list):
+                if inner:  # a list serializer's rows: {} for each row that was fine
+                    return first_error(inner, f"{field}[{index}]")
+            else:
+                return first_error(inner, field)
+    body = {"detail": str(detail) or "Invalid input.", "code": "invalid"}
+    return {**body, "field": field} if field else body
+
+
+def _field_path(field: str, name: object) -> str:
+    if name == api_settings.NON_FIELD_ERRORS_KEY:
+        return field
+    if isinstance(name, int) or str(name).isdecimal():
+        return f"{field}[{name}]"
+    return f"{field}.{name}" if field else str(name)
 
 
 def _code_of(exc: Exception) -> str:
@@ -31,6 +67,56 @@ def _code_of(exc: Exception) -> str:
         return "permission_denied"
     codes = getattr(exc, "default_code", None)
     return codes if isinstance(codes, str) else "invalid"
+
+
+def refuse_unknown_fields(serializer: Serializer) -> None:
+    """Raise a ValidationError naming fields the serializer does not declare: a misspelt
+    option must not be ignored in silence."""
+    # The browsable API's HTML forms send their CSRF token as a field.
+    unknown = set(serializer.initial_data) - set(serializer.fields) - {"csrfmiddlewaretoken"}
+    if unknown:
+        raise ValidationError({name: ["Unknown field."] for name in sorted(unknown)})
+
+
+def length_required(get_response: Callable[[HttpRequest], HttpResponse]) -> Callable:
+    """Middleware: an API request with a body but no Content-Length is a 411.
+
+    gunicorn hands a chunked request to Django as Transfer-Encoding with no CONTENT_LENGTH,
+    and Django's WSGI request then reads its body as empty: a job would be refused for a
+    missing model, or a form posted empty. Clients can always send the length instead.
+    """
+
+    def middleware(request: HttpRequest) -> HttpResponse:
+        meta = request.META
+        if (
+            request.path_info.startswith(API_PREFIX)
+            and meta.get("HTTP_TRANSFER_ENCODING")
+            and not meta.get("CONTENT_LENGTH")
+        ):
+            return JsonResponse(
+                {
+                    "detail": "send the body with a Content-Length; chunked bodies are not read",
+                    "code": "length_required",
+                },
+                status=411,
+            )
+        return get_response(request)
+
+    return middleware
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """Django's 404 for an address no route matches: JSON under /api/, the page elsewhere."""
+    if request.path_info.startswith(API_PREFIX):
+        return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """Django's 500 (an error outside DRF's handler): JSON under /api/, the page elsewhere."""
+    if request.path_info.startswith(API_PREFIX):
+        return JsonResponse({"detail": "Server error.", "code": "server_error"}, status=500)
+    return defaults.server_error(request)
 
 
 class IsStaff(BasePermission):

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 from typing import IO, Any
 
 from django.conf import settings
@@ -13,13 +14,20 @@ class BadJSON(ParseError):
     default_code = "bad_json"
 
 
+# UTF-8 text cannot hold a surrogate, so one can only come from a \uD800-\uDFFF escape.
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]", re.ASCII)
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 class StrictJSONParser(JSONParser):
     """DRF's JSON parser, stricter: no NaN or Infinity, no number that overflows a float,
-    no nesting deeper than MAX_JSON_DEPTH.
+    no nesting deeper than MAX_JSON_DEPTH, no string holding half a surrogate pair.
 
     DRF's own parser already refuses the NaN and Infinity literals, but lets 1e999 through as
     infinity and turns a body nested a few thousand levels deep into a RecursionError (500);
     here the decoder's RecursionError is a 400, and what it could parse is walked for depth.
+    Python's decoder turns "\\udc00" into a lone surrogate, which no response can encode:
+    an error message naming such a key was a UnicodeEncodeError, a 500.
     """
 
     def parse(
@@ -40,6 +48,8 @@ class StrictJSONParser(JSONParser):
         except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
             raise BadJSON(f"JSON parse error - {exc}") from None
         check_depth(data, settings.MAX_JSON_DEPTH)
+        if SURROGATE_ESCAPE.search(text):  # rare: most bodies skip the walk
+            check_text(data)
         return data
 
 
@@ -54,6 +64,20 @@ def check_depth(data: Any, limit: int) -> None:
             raise BadJSON(f"JSON parse error - nested deeper than {limit} levels")
         children = value.values() if isinstance(value, dict) else value
         pending.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+
+
+def check_text(data: Any) -> None:
+    """Raise BadJSON when a string or key holds a lone surrogate (walked without recursion)."""
+    pending = [data]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, dict):
+            pending.extend(value)
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+        elif isinstance(value, str) and LONE_SURROGATE.search(value):
+            raise BadJSON("JSON parse error - a \\uD800-\\uDFFF escape outside a surrogate pair")
 
 
 def _refuse_constant(name: str) -> float:

@@ -24,8 +24,12 @@ from .models import (
     VersionSource,
 )
 
-SLUG_PATTERN = re.compile(r"^[-a-zA-Z0-9_]{1,100}$")
-REF_PATTERN = re.compile(r"^(?P<name>[-\w]+)(?:@(?P<stage>production|staging)|:(?P<number>\d+))?$")
+NAME_MAX_LENGTH = 100  # RegisteredModel.name's max_length
+SLUG_PATTERN = re.compile(r"^[-a-zA-Z0-9_]+$")
+# ASCII only: \d and \w match other scripts' digits too, and int("\u0661") is 1.
+REF_PATTERN = re.compile(
+    r"^(?P<name>[-\w]+)(?:@(?P<stage>production|staging)|:(?P<number>\d+))?$", re.ASCII
+)
 
 
 class UnknownModel(NotFound):
@@ -202,7 +206,13 @@ def _register_inspected(
 def _model_for(
     name: str, inspection: artifacts.Inspection, created_by: User | None
 ) -> RegisteredModel:
-    if not SLUG_PATTERN.match(name):
+    if len(name) > NAME_MAX_LENGTH:
+        raise BadInput(
+            f"a model name is at most {NAME_MAX_LENGTH} characters; this one is too long "
+            f"({len(name)})",
+            field="name",
+        )
+    if not SLUG_PATTERN.fullmatch(name):
         raise BadInput(f"{name!r} is not a model name (letters, digits, - and _)", field="name")
     model, _ = RegisteredModel.objects.get_or_create(
         name=name,

@@ -4,6 +4,8 @@ from typing import Any
 
 from rest_framework import serializers
 
+from mlsite.api import refuse_unknown_fields
+
 from ..models import ArtifactFormat, ModelVersion, RegisteredModel, Stage, StageChange
 
 
@@ -100,6 +102,14 @@ class PromoteSerializer(serializers.Serializer):
     stage = serializers.ChoiceField(choices=Stage.choices, help_text="The target stage.")
     note = serializers.CharField(required=False, allow_blank=True, default="", max_length=300)
 
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        refuse_unknown_fields(self)  # as job submission does: a misspelt option is no no-op
+        return data
+
 
 class RollbackSerializer(serializers.Serializer):
     note = serializers.CharField(required=False, allow_blank=True, default="", max_length=300)
+
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        refuse_unknown_fields(self)
+        return data

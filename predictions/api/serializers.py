@@ -7,6 +7,8 @@ from django.urls import reverse
 from rest_framework import serializers
 from rest_framework.utils.serializer_helpers import BindingDict
 
+from mlsite.api import refuse_unknown_fields
+
 from ..models import Kind, PredictionJob, Status
 
 
@@ -31,17 +33,23 @@ class IncomingSerializer(serializers.Serializer):
         return fields
 
 
+IDEMPOTENCY_HELP = (
+    "A repeat with the same key returns the first job (200), whatever else it sends; "
+    "empty means no key."
+)
+
+
 class SubmitRowsSerializer(IncomingSerializer):
     model = serializers.CharField(max_length=120, help_text="iris, iris@staging or iris:3.")
     inputs = serializers.JSONField(required=False, help_text="A list of {feature: number} rows.")
     input = serializers.JSONField(required=False, help_text="One {feature: number} row.")
     priority = serializers.IntegerField(min_value=0, max_value=9, default=5)
-    idempotency_key = serializers.CharField(max_length=200, required=False, default="")
+    idempotency_key = serializers.CharField(
+        max_length=200, required=False, default="", allow_blank=True, help_text=IDEMPOTENCY_HELP
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(self.initial_data) - set(self.fields)
-        if unknown:
-            raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        refuse_unknown_fields(self)
         if ("inputs" in attrs) == ("input" in attrs):
             raise serializers.ValidationError({"inputs": ["Give either inputs or input."]})
         rows = attrs.pop("inputs", None)
@@ -52,9 +60,15 @@ class SubmitRowsSerializer(IncomingSerializer):
 class SubmitFileSerializer(IncomingSerializer):
     model = serializers.CharField(max_length=120, help_text="iris, iris@staging or iris:3.")
     file = serializers.FileField(help_text="A CSV (with a header row) or Parquet file.")
-    id_column = serializers.CharField(max_length=200, required=False, default="")
+    id_column = serializers.CharField(max_length=200, required=False, default="", allow_blank=True)
     priority = serializers.IntegerField(min_value=0, max_value=9, default=5)
-    idempotency_key = serializers.CharField(max_length=200, required=False, default="")
+    idempotency_key = serializers.CharField(
+        max_length=200, required=False, default="", allow_blank=True, help_text=IDEMPOTENCY_HELP
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        refuse_unknown_fields(self)
+        return attrs
 
 
 _TIME = serializers.DateTimeField()

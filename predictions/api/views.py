@@ -1,12 +1,15 @@
 """The jobs API: who may do it, one domain call, the answer."""
 
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import django_filters
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpResponseBase
+from django_filters.fields import IsoDateTimeField
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
@@ -43,11 +46,27 @@ class BodyTooLarge(TooLarge):
     code = "body_too_large"
 
 
+class StorableDateTimeField(IsoDateTimeField):
+    """An ISO 8601 time that can be compared with stored ones, which are UTC: 0001-01-01
+    at +01:00 falls before year 1 there (the query raised OverflowError, a 500)."""
+
+    def to_python(self, value: Any) -> datetime | None:
+        moment = super().to_python(value)
+        try:
+            return None if moment is None else moment.astimezone(UTC)
+        except OverflowError:
+            raise ValidationError("Enter a time between years 1 and 9999 in UTC.") from None
+
+
+class StorableDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = StorableDateTimeField
+
+
 class JobFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=Status.choices)
     model = django_filters.CharFilter(field_name="version__registered_model__name")
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = StorableDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = StorableDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = PredictionJob

@@ -1,6 +1,8 @@
 """Hardening: the strict JSON parser, another user's finished job, deploy checks, Redis bind."""
 
+import http.client
 import io
+import json
 import os
 import secrets
 from pathlib import Path
@@ -39,6 +41,10 @@ def parse(text: str | bytes) -> object:
         "[" * 100_000 + "]" * 100_000,  # DRF's own parser: RecursionError, a 500
         '{"a": ' * 40 + "1" + "}" * 40,
         b'{"x": "\xff"}',
+        '{"\\udc00": 1}',  # a lone surrogate: no UTF-8 can carry it back out
+        '{"rows": [{"\\ud800": 1.0}]}',
+        '["a\\udfffb"]',
+        '"\\ud83d"',
     ],
 )
 def test_the_parser_refuses_what_json_cannot_mean_as_a_parse_error(text: str) -> None:
@@ -52,6 +58,7 @@ def test_the_parser_keeps_ordinary_json_and_brackets_inside_strings() -> None:
         "note": "[[[[{{{{",
     }
     assert parse("[" * 32 + "]" * 32) is not None  # MAX_JSON_DEPTH deep is allowed
+    assert parse('{"\\ud83d\\ude00": "\\u00e9\\\\ud800"}') == {"\U0001f600": "\u00e9\\ud800"}
 
 
 @pytest.mark.django_db
@@ -114,3 +121,89 @@ def test_the_embedded_redis_listens_on_loopback_only(tmp_path: Path) -> None:
     assert config["bind"].split() == ["127.0.0.1"]
     procfile = (ROOT / "Procfile").read_text()
     assert "redis: bash scripts/redis-server.sh" in procfile  # how `make run` starts Redis
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"model": "iris", "input": {"sepal_length": 5.1}, "\\udc00": 1}',
+        '{"model": "iris", "input": {"sepal_length": 5.1, "\\ud800": 1}}',
+    ],
+)
+def test_a_lone_surrogate_in_a_body_is_a_400_in_json(body: str) -> None:
+    make_version()
+    client = APIClient()
+    client.force_authenticate(make_user())
+    answer = client.post("/api/v1/jobs/", body, content_type="application/json")
+    assert answer.status_code == 400
+    assert answer.json()["code"] == "bad_json"
+    assert PredictionJob.objects.count() == 0
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/nonexistent/",
+        "/api/v1/models/iris/versions/abc/promote/",
+        "/api/v1/models/bad%20name/versions/",
+        "/api/nothing",
+    ],
+)
+def test_an_unknown_address_under_the_api_is_a_json_404(path: str) -> None:
+    client = APIClient()
+    client.force_authenticate(make_user())
+    answer = client.get(path)
+    assert answer.status_code == 404
+    assert answer["Content-Type"] == "application/json"
+    assert answer.json() == {"detail": "Not found.", "code": "not_found"}
+
+
+@pytest.mark.django_db
+def test_an_unknown_address_elsewhere_is_the_html_404(client) -> None:
+    answer = client.get("/no-such-page/")
+    assert answer.status_code == 404
+    assert answer["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/api/v1/jobs/", "/api/v1/auth/token/"])
+def test_a_chunked_body_without_a_length_is_a_411_in_json(path: str) -> None:
+    # How gunicorn passes a chunked request: the header, no CONTENT_LENGTH, a body Django's
+    # WSGI request would read as empty.
+    client = APIClient()
+    client.force_authenticate(make_user())
+    answer = client.generic("POST", path, HTTP_TRANSFER_ENCODING="chunked")
+    assert answer.status_code == 411
+    assert answer.json()["code"] == "length_required"
+    assert PredictionJob.objects.count() == 0
+
+
+def test_gunicorn_answers_a_chunked_body_411_and_an_unknown_api_address_404_in_json(
+    live_web: str,
+) -> None:
+    host, port = live_web.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        body = iter([b'{"model": "iris", ', b'"input": {}}'])
+        headers = {"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
+        conn.request("POST", "/api/v1/jobs/", body, headers, encode_chunked=True)
+        chunked = conn.getresponse()
+        assert (chunked.status, json.loads(chunked.read())["code"]) == (411, "length_required")
+        conn.request("GET", "/api/v1/nonexistent/")
+        missing = conn.getresponse()
+        assert missing.status == 404
+        assert json.loads(missing.read()) == {"detail": "Not found.", "code": "not_found"}
+    finally:
+        conn.close()
+
+
+def test_an_error_outside_drf_answers_json_under_the_api_and_the_page_elsewhere() -> None:
+    from django.test import RequestFactory
+
+    from mlsite import api
+
+    answer = api.server_error(RequestFactory().post("/api/v1/jobs/"))
+    assert (answer.status_code, json.loads(answer.content)["code"]) == (500, "server_error")
+    assert api.server_error(RequestFactory().get("/admin/"))["Content-Type"].startswith("text/html")

@@ -214,3 +214,36 @@ def test_bad_promotions_are_refused_as_json_not_500(as_staff) -> None:
     assert (response.status_code, response.json()["code"]) == (409, "stage_conflict")
     response = upload(as_staff, "not a slug!", b"x")
     assert response.status_code == 404  # the URL itself does not match a model name
+
+
+def test_a_model_name_over_100_characters_is_refused_as_too_long(as_staff) -> None:
+    data = artifact_bytes(iris_frame_estimator()).getvalue()
+    response = upload(as_staff, "m" * 101, data)
+    body = response.json()
+    assert (response.status_code, body["code"], body["field"]) == (400, "bad_input", "name")
+    assert "too long" in body["detail"] and "100" in body["detail"]
+    assert not RegisteredModel.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/v1/models/iris/versions/1/promote/", {"stage": "staging", "force": True}),
+        ("/api/v1/models/iris/rollback/", {"note": "x", "version": 1}),
+    ],
+)
+def test_an_unknown_field_in_a_stage_change_is_refused(as_staff, path, body) -> None:
+    make_version("iris", stage=Stage.NONE)
+    response = as_staff.post(path, body, format="json")
+    unknown = next(name for name in body if name not in ("stage", "note"))
+    assert response.status_code == 400
+    assert response.json() == {"detail": "Unknown field.", "code": "invalid", "field": unknown}
+    assert ModelVersion.objects.get().stage == Stage.NONE
+
+
+def test_a_validation_error_of_the_registry_names_its_field(as_staff) -> None:
+    make_version("iris", stage=Stage.PRODUCTION)
+    response = as_staff.post("/api/v1/models/iris/versions/1/promote/", {"stage": "tuesday"})
+    body = response.json()
+    assert (response.status_code, body["code"], body["field"]) == (400, "invalid", "stage")
+    assert body["detail"] == '"tuesday" is not a valid choice.'

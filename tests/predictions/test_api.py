@@ -237,3 +237,77 @@ def test_a_job_renders_as_drfs_own_serializer_walk_would(owner_client) -> None:
         generic = serializers.ModelSerializer.to_representation(serializer, job)
         assert serializer.to_representation(job) == generic
         assert list(serializer.to_representation(job)) == serializer_class.Meta.fields
+
+
+def error_of(answer) -> tuple[int, str, str | None]:
+    """What a client reads from an error: the status, the code and the field, in our shape."""
+    body = answer.json()
+    assert set(body) <= {"detail", "code", "field"} and body["detail"], body
+    return answer.status_code, body["code"], body.get("field")
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"model": "iris", "input": iris_rows(1)[0], "priority": 12}, "priority"),
+        ({"model": "iris", "input": iris_rows(1)[0], "foo": 1}, "foo"),
+        ({"input": iris_rows(1)[0]}, "model"),
+        ({"model": "iris", "inputs": [], "input": {}}, "inputs"),
+        (
+            {"model": "iris", "input": iris_rows(1)[0], "idempotency_key": "k" * 201},
+            "idempotency_key",
+        ),
+    ],
+)
+def test_a_validation_error_answers_detail_code_and_field(owner_client, body, field) -> None:
+    answer = owner_client.post("/api/v1/jobs/", body, format="json")
+    assert error_of(answer) == (400, "invalid", field)
+
+
+def test_an_empty_idempotency_key_means_no_key(owner_client) -> None:
+    body = {"model": "iris", "input": iris_rows(1)[0], "idempotency_key": ""}
+    first, second = post(owner_client, body), post(owner_client, body)
+    assert (first["http"], second["http"]) == (201, 201)
+    assert first["id"] != second["id"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "created_before=0001-01-01T00:00:00%2B01:00",
+        "created_after=9999-12-31T23:59:59-01:00",
+    ],
+)
+def test_a_date_filter_beyond_the_calendar_is_a_400_naming_it(owner_client, query) -> None:
+    answer = owner_client.get(f"/api/v1/jobs/?{query}")
+    assert error_of(answer) == (400, "invalid", query.split("=")[0])
+
+
+@pytest.mark.parametrize("page", ["abc", "0", "-1", "1.5"])
+def test_a_page_that_is_not_a_page_number_is_a_400(owner_client, page) -> None:
+    answer = owner_client.get(f"/api/v1/jobs/?page={page}")
+    assert error_of(answer) == (400, "bad_input", "page")
+
+
+def test_a_page_past_the_end_is_a_404_as_in_drf(owner_client) -> None:
+    post(owner_client, {"model": "iris", "inputs": iris_rows(1)})
+    assert owner_client.get("/api/v1/jobs/?page=1").status_code == 200
+    assert owner_client.get("/api/v1/jobs/?page=last").status_code == 200
+    assert error_of(owner_client.get("/api/v1/jobs/?page=2")) == (404, "not_found", None)
+
+
+@pytest.mark.parametrize("wanted", ["bogus", "CSV", "xml"])
+def test_an_unknown_result_format_is_a_400_naming_the_formats(owner_client, wanted) -> None:
+    job_id = post(owner_client, {"model": "iris", "inputs": iris_rows(1)})["id"]
+    answer = owner_client.get(f"/api/v1/jobs/{job_id}/result/?format={wanted}")
+    assert error_of(answer) == (400, "bad_input", "format")
+    assert "json, csv, parquet" in answer.json()["detail"]
+
+
+@pytest.mark.parametrize("ref", ["iris:١", "iris:１"])  # Arabic-Indic and full-width one
+def test_a_version_number_is_ascii_digits_only(owner_client, ref) -> None:
+    answer = owner_client.post(
+        "/api/v1/jobs/", {"model": ref, "input": iris_rows(1)[0]}, format="json"
+    )
+    assert error_of(answer)[:2] == (404, "unknown_model")
+    assert PredictionJob.objects.count() == 0
