@@ -10,7 +10,8 @@ import csv
 import io
 import os
 import shutil
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Iterator, MutableSequence, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -32,6 +33,9 @@ READ_BLOCK_BYTES = 8 * 1024 * 1024
 RANGE_BLOCK_BYTES = 1024 * 1024
 SCAN_BLOCK_BYTES = 8 * 1024 * 1024
 NEWLINE = ord("\n")
+CARRIAGE_RETURN = ord("\r")
+# A column put beside the features: why a line could not be read (null for a row that could).
+UNREADABLE = "__unreadable_line__"
 
 
 @dataclass(frozen=True)
@@ -101,7 +105,11 @@ def csv_header(source: Path) -> tuple[list[str], int]:
 
 @dataclass
 class Conversion:
-    """What converting an upload found: its row count and the lines that could not be read."""
+    """What converting an upload found: its row count and row groups.
+
+    `bad_lines` stays empty: a line that cannot be read is a row of the converted file, which
+    its chunk reports with its row number.
+    """
 
     rows: int = 0
     row_groups: list[tuple[int, int]] = field(default_factory=list)
@@ -138,9 +146,9 @@ def convert_to_parquet(
     """
     try:
         return _convert(source, file_format, target, features, id_column, rows_per_group, max_rows)
-    except pa.ArrowInvalid:
-        if file_format != FileFormat.CSV:
-            raise BadFile("the Parquet file has feature columns that are not numbers") from None
+    except pa.ArrowInvalid as exc:
+        if file_format != FileFormat.CSV:  # feature types were checked: an id not UTF-8, say
+            raise BadFile(f"the Parquet file cannot be read: {exc}") from None
         return _convert(
             source, file_format, target, features, id_column, rows_per_group, max_rows, text=True
         )
@@ -158,7 +166,7 @@ def _convert(
 ) -> Conversion:
     conversion = Conversion()
     batches = (
-        _csv_batches(source, features, id_column, text, conversion.bad_lines)
+        _csv_batches(source, features, id_column, text)
         if file_format == FileFormat.CSV
         else _parquet_batches(source, features, id_column)
     )
@@ -199,11 +207,8 @@ def _writer(target: Path, schema: pa.Schema) -> pq.ParquetWriter:
 
 
 def _empty(features: Sequence[str], id_column: str, text: bool) -> pa.Table:
-    kind = pa.binary() if text else pa.float64()
-    columns = {name: pa.array([], kind) for name in features}
-    if id_column:
-        columns[id_column] = pa.array([], pa.string())
-    return pa.table(columns)
+    types = _column_types(features, id_column, text)
+    return pa.table({name: pa.array([], kind) for name, kind in types.items()})
 
 
 def _row_groups(path: Path) -> list[tuple[int, int]]:
@@ -217,45 +222,115 @@ def _row_groups(path: Path) -> list[tuple[int, int]]:
 
 
 def _csv_batches(
-    source: Path, features: Sequence[str], id_column: str, text: bool, bad_lines: list[str]
+    source: Path, features: Sequence[str], id_column: str, text: bool
 ) -> Iterator[pa.RecordBatch]:
-    parse_options, types = _csv_reading(features, id_column, text, bad_lines)
+    """The rows of a CSV, with a row for each line that cannot be read in its place."""
+    unreadable: deque[tuple[int, str]] = deque()  # (line among the non-blank ones, 1 the header)
+    parse_options, types = _csv_reading(features, id_column, text, unreadable)
     try:
         reader = pa_csv.open_csv(
             source,
-            read_options=pa_csv.ReadOptions(block_size=READ_BLOCK_BYTES),
+            # One thread: pyarrow numbers the lines it skips only when it reads in order.
+            read_options=pa_csv.ReadOptions(block_size=READ_BLOCK_BYTES, use_threads=False),
             parse_options=parse_options,
-            convert_options=pa_csv.ConvertOptions(column_types=types, strings_can_be_null=False),
+            convert_options=_converting(types),
         )
     except pa.ArrowInvalid as exc:
         _cannot_read(exc, text)
+    lines = 0  # data lines given out so far, rows and unreadable ones
     try:
         for batch in reader:
-            yield batch.select([*features, *([id_column] if id_column else [])])
+            # A block's lines are all numbered before its batch comes out.
+            placed, lines = _unreadable_in(unreadable, lines, lines + batch.num_rows)
+            table = pa.Table.from_batches([batch])
+            yield from _with_unreadable(table, placed).to_batches()
     except pa.ArrowInvalid as exc:
         if not text:
             raise  # the caller reads the file again in text mode
         raise BadFile(f"the CSV file cannot be read: {exc}") from None
+    rest = [(at, reason) for at, (_, reason) in enumerate(unreadable)]
+    if rest:  # the lines after the last row
+        yield from _with_unreadable(_empty(features, id_column, text), rest).to_batches()
+
+
+def _unreadable_in(
+    unreadable: deque[tuple[int, str]], first: int, stop: int
+) -> tuple[list[tuple[int, str]], int]:
+    """Takes from `unreadable` the lines that fall among a batch's rows, the batch starting
+    at data line `first`: their positions in the batch, and the data line after it."""
+    placed = []
+    while unreadable and unreadable[0][0] - 2 < stop:  # line 2 is data line 0
+        line, reason = unreadable.popleft()
+        placed.append((line - 2 - first, reason))
+        stop += 1
+    return placed, stop
 
 
 def _csv_reading(
-    features: Sequence[str], id_column: str, text: bool, bad_lines: list[str]
+    features: Sequence[str],
+    id_column: str,
+    text: bool,
+    unreadable: MutableSequence[tuple[int, str]],
 ) -> tuple[pa_csv.ParseOptions, dict[str, pa.DataType]]:
-    """Parse options that skip ragged lines (noted in `bad_lines`), and the column types.
+    """Parse options that skip ragged lines, noting (line number, reason) in `unreadable`
+    (numbers count non-blank lines from 1, and are known only to a reader on one thread),
+    and the column types.
 
-    Text mode reads feature cells as bytes: a cell that is not UTF-8 then fails its own row
-    ("not a number") instead of the whole file.
+    Text mode reads cells as bytes: a feature or id cell that is not UTF-8 then fails its
+    own row instead of the whole file.
     """
 
     def skip_ragged(row: Any) -> str:
-        bad_lines.append(f"expected {row.expected_columns} columns, got {row.actual_columns}")
+        reason = (
+            f"unreadable line: expected {row.expected_columns} columns, got {row.actual_columns}"
+        )
+        unreadable.append((row.number, reason))
         return "skip"
 
+    types = _column_types(features, id_column, text)
+    return pa_csv.ParseOptions(invalid_row_handler=skip_ragged), types
+
+
+def _column_types(features: Sequence[str], id_column: str, text: bool) -> dict[str, pa.DataType]:
     kind = pa.binary() if text else pa.float64()
     types = {name: kind for name in features}
     if id_column:
-        types[id_column] = pa.string()
-    return pa_csv.ParseOptions(invalid_row_handler=skip_ragged), types
+        types[id_column] = pa.binary() if text else pa.string()
+    return types
+
+
+def _converting(types: dict[str, pa.DataType]) -> pa_csv.ConvertOptions:
+    # Only an empty cell is missing: pyarrow's default also takes "nan", "NA", "null"... for
+    # one, and the row's error would then say the cell is empty.
+    return pa_csv.ConvertOptions(
+        column_types=types,
+        include_columns=list(types),
+        null_values=[""],
+        strings_can_be_null=False,
+    )
+
+
+def _with_unreadable(table: pa.Table, lines: list[tuple[int, str]]) -> pa.Table:
+    """The table with an UNREADABLE column, and a row put in at each of `lines` (position
+    among all the rows, reason): its reason there, its text cells empty, its numbers null."""
+    if not lines:
+        return table.append_column(UNREADABLE, pa.nulls(table.num_rows, pa.string()))
+    count = len(lines)
+    filler = [
+        pa.array([b""] * count, kind)
+        if pa.types.is_string(kind) or pa.types.is_binary(kind)
+        else pa.nulls(count, kind)
+        for kind in table.schema.types
+    ]
+    merged = pa.concat_tables([table, pa.Table.from_arrays(filler, schema=table.schema)])
+    reasons = pa.array([None] * table.num_rows + [reason for _, reason in lines], pa.string())
+    order = np.empty(table.num_rows + count, dtype=np.int64)
+    at = np.array([position for position, _ in lines], dtype=np.int64)
+    is_row = np.ones(len(order), dtype=bool)
+    is_row[at] = False
+    order[is_row] = np.arange(table.num_rows)
+    order[at] = table.num_rows + np.arange(count)
+    return merged.append_column(UNREADABLE, reasons).take(order)
 
 
 def _cannot_read(exc: pa.ArrowInvalid, text: bool) -> NoReturn:
@@ -301,12 +376,16 @@ def read_chunk(path: Path, index: int, features: Sequence[str], id_column: str) 
 def read_range(
     source: Path, span: ByteRange, features: Sequence[str], id_column: str
 ) -> tuple[ChunkRows, list[str]]:
-    """One byte range of a plain CSV: its rows, and the lines that could not be read."""
+    """One byte range of a plain CSV: its rows, positioned by line within the range.
+
+    A line that cannot be read is one of the rows, with its reason; the list of lines
+    returned beside them stays empty.
+    """
     columns, header_bytes = csv_header(source)
     # pyarrow parses 1 MiB blocks 40 % faster than 8 MiB ones (CPU caches; bench/); a block
     # must hold a whole line, and a line is about as long as the header, a few times over.
     block_bytes = max(RANGE_BLOCK_BYTES, 16 * header_bytes)
-    bad_lines: list[str] = []
+    unreadable: list[tuple[int, str]] = []
     # Parsed where the page cache holds it: reading the range into a buffer first cost a
     # sixth of the parse (bench/). Nothing made from it outlives the mapping.
     with pa.memory_map(str(source)) as mapped:
@@ -314,11 +393,17 @@ def read_range(
         data = mapped.read_buffer(span.stop_byte - span.start_byte)
         parse = partial(_parse_range, data, columns, block_bytes, features, id_column)
         try:
-            table = parse(False, bad_lines)
+            table = parse(False, unreadable)
         except pa.ArrowInvalid:  # a cell that is not a number: read as text, fail only its row
-            bad_lines.clear()
-            table = parse(True, bad_lines)
-        return _chunk_rows(table, features, id_column), bad_lines
+            unreadable.clear()
+            table = parse(True, unreadable)
+        if unreadable:  # numbered from 1 among the range's non-blank lines
+            table = _with_unreadable(table, [(line - 1, why) for line, why in unreadable])
+        rows = _chunk_rows(table, features, id_column)
+        lines = span.stop_row - span.start_row
+        if table.num_rows < lines:  # blank lines, which pyarrow skips, keep their numbers
+            rows = _at_lines(rows, np.delete(np.arange(lines), _blank_lines(data)))
+        return rows, []
 
 
 def _parse_range(
@@ -328,46 +413,88 @@ def _parse_range(
     features: Sequence[str],
     id_column: str,
     text: bool,
-    bad_lines: list[str],
+    unreadable: list[tuple[int, str]],
 ) -> pa.Table:
-    parse_options, types = _csv_reading(features, id_column, text, bad_lines)
+    parse_options, types = _csv_reading(features, id_column, text, unreadable)
     try:
         return pa_csv.read_csv(
             data,
-            # One thread: the worker's processes already parse chunks side by side.
+            # One thread: the worker's processes already parse chunks side by side (and
+            # pyarrow numbers the lines it skips only on one).
             read_options=pa_csv.ReadOptions(
                 column_names=list(columns), block_size=block_bytes, use_threads=False
             ),
             parse_options=parse_options,
-            convert_options=pa_csv.ConvertOptions(
-                column_types=types, include_columns=list(types), strings_can_be_null=False
-            ),
+            convert_options=_converting(types),
         )
     except pa.ArrowInvalid as exc:
         _cannot_read(exc, text)
 
 
+def _blank_lines(data: pa.Buffer) -> np.ndarray:
+    """The positions of the empty lines (LF or CRLF alone) among a range's lines."""
+    raw = np.frombuffer(data, np.uint8)
+    ends = np.flatnonzero(raw == NEWLINE)
+    lengths = np.diff(ends, prepend=-1) - 1
+    return np.flatnonzero((lengths == 0) | ((lengths == 1) & (raw[ends - 1] == CARRIAGE_RETURN)))
+
+
+def _at_lines(rows: ChunkRows, lines: np.ndarray) -> ChunkRows:
+    """The rows positioned by line: row i was found on line lines[i] of the range."""
+    if len(lines) != len(rows.good) + len(rows.errors):
+        return rows  # a bare CR parsed as a line end: lines unknown, keep rows in order
+    ids = None
+    if rows.ids is not None:
+        ids = np.full(int(lines[-1]) + 1 if len(lines) else 0, "", dtype=object)
+        ids[lines] = rows.ids
+    errors = [(int(lines[at]), reason) for at, reason in rows.errors]
+    return ChunkRows(rows.matrix, lines[rows.good], ids, errors)
+
+
 def _chunk_rows(table: pa.Table, features: Sequence[str], id_column: str) -> ChunkRows:
     columns = []
-    unreadable = np.zeros(table.num_rows, dtype=bool)
+    failed = np.zeros(table.num_rows, dtype=bool)
     for name in features:
         column = table.column(name)
         if pa.types.is_string(column.type) or pa.types.is_binary(column.type):
             values = pd.to_numeric(pd.Series(column.to_numpy(zero_copy_only=False)), "coerce")
-            unreadable |= values.isna().to_numpy()
+            failed |= values.isna().to_numpy()
             columns.append(values.to_numpy(dtype=np.float64))
         else:
             columns.append(pc.fill_null(column, np.nan).to_numpy())
     matrix = np.column_stack(columns) if columns else np.empty((table.num_rows, 0))
-    finite = np.isfinite(matrix).all(axis=1) & ~unreadable
-    errors = [(int(row), _reason(table, features, int(row))) for row in np.flatnonzero(~finite)]
-    ids = table.column(id_column).to_numpy(zero_copy_only=False) if id_column else None
+    ids, bad_ids = _ids(table.column(id_column)) if id_column else (None, np.zeros_like(failed))
+    finite = np.isfinite(matrix).all(axis=1) & ~failed & ~bad_ids
+    errors = []
+    for row in np.flatnonzero(~finite).tolist():
+        reason = _reason(table, features, row)
+        if reason is None:
+            reason = f"{id_column} is not UTF-8 text" if bad_ids[row] else "row cannot be scored"
+        errors.append((row, reason))
     good = np.flatnonzero(finite)
     scorable = matrix[good] if errors else matrix  # every row good: no copy of the matrix
     return ChunkRows(scorable, good, ids, errors)
 
 
-def _reason(table: pa.Table, features: Sequence[str], row: int) -> str:
+def _ids(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """The ids as text, and which were not UTF-8 (text mode reads them as bytes)."""
+    values = column.to_numpy(zero_copy_only=False)
+    bad = np.zeros(len(values), dtype=bool)
+    if not pa.types.is_binary(column.type):
+        return values, bad
+    texts = np.empty(len(values), dtype=object)
+    for at, value in enumerate(values):
+        try:
+            texts[at] = value.decode("utf-8")
+        except UnicodeDecodeError:
+            texts[at], bad[at] = value.decode("utf-8", "replace"), True
+    return texts, bad
+
+
+def _reason(table: pa.Table, features: Sequence[str], row: int) -> str | None:
+    """Why the row's features cannot be scored; None if they can."""
+    if UNREADABLE in table.column_names and (line := table.column(UNREADABLE)[row].as_py()):
+        return str(line)
     for name in features:
         value = table.column(name)[row].as_py()
         if isinstance(value, bytes):
@@ -378,9 +505,11 @@ def _reason(table: pa.Table, features: Sequence[str], row: int) -> str:
             return f"{name} is not a number: {str(value)[:50]!r}"
         if number is None:
             return f"{name} is empty"
+        if np.isnan(number):
+            return f"{name} is not a number: {str(value)[:50]!r}"
         if not np.isfinite(number):
             return f"{name} must be a finite number"
-    return "row cannot be scored"
+    return None
 
 
 def header(id_column: str, classes: Sequence[Any] | None) -> list[str]:

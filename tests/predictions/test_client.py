@@ -190,3 +190,32 @@ def test_the_predict_command_refuses_a_timeout_that_is_not_positive(
 
     assert exited.value.code == 2
     assert "--timeout: must be a positive number of seconds" in capsys.readouterr().err
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_predict_command_counts_lines_with_the_wrong_number_of_cells_as_rows_not_scored(
+    live_web: str, live_worker, token: str, tmp_path: Path
+) -> None:
+    make_version()
+    rows_csv = tmp_path / "rows.csv"
+    rows_csv.write_text(",".join(IRIS_FEATURES) + "\n5.1,3.5,1.4,0.2\n1,2,3\n1,2,3,4,5\n6,3,5,2\n")
+    out = io.StringIO()
+
+    call_command(
+        "predict",
+        "--model=iris",
+        f"--file={rows_csv}",
+        f"--out={tmp_path / 'result.csv'}",
+        f"--url={live_web}",
+        f"--token={token}",
+        stdout=out,
+        stderr=io.StringIO(),
+    )
+
+    assert "2 of 4 rows scored" in out.getvalue()
+    assert "; 2 not scored" in out.getvalue()
+    errors = read_csv(tmp_path / "result.errors.csv")
+    assert [(error["row"], error["error"]) for error in errors] == [
+        ("2", "unreadable line: expected 4 columns, got 3"),
+        ("3", "unreadable line: expected 4 columns, got 5"),
+    ]

@@ -99,3 +99,96 @@ def test_a_header_name_too_long_for_the_csv_reader_is_refused_at_upload() -> Non
     assert answer.status_code == 400, answer.content
     assert answer.json()["code"] == "bad_file"
     assert "header" in answer.json()["detail"]
+
+
+RAGGED = [
+    "5.1,3.5,1.4,0.2",
+    "abc,1,2,3",
+    "1,2,3",
+    "1,2,3,4,5",
+    ",,,",
+    "6.7,3.0,5.2,2.3",
+]
+
+
+@pytest.mark.parametrize("quoted", [False, True], ids=["plain", "quoted"])
+@pytest.mark.django_db(transaction=True)
+def test_lines_with_the_wrong_number_of_cells_are_failed_rows_named_by_their_row(
+    live_worker, quoted: bool
+) -> None:
+    make_version()
+    lines = [",".join(IRIS_FEATURES), *RAGGED]
+    if quoted:  # a quote anywhere sends the file through the Parquet conversion
+        lines[1] = '"5.1",3.5,1.4,0.2'
+    answer = post_file(("\n".join(lines) + "\n").encode())
+    assert answer.status_code == 201, answer.json()
+    job_id = answer.json()["id"]
+    wait_for(lambda: PredictionJob.objects.get(pk=job_id).is_finished, 30, "the batch job")
+    job = PredictionJob.objects.get(pk=job_id)
+
+    assert job.status == Status.SUCCEEDED, (job.error_code, job.error_message)
+    assert (job.rows_total, job.rows_done, job.rows_failed) == (6, 6, 4)
+    assert len(read_csv(job.result_file)) == 1 + 2
+    errors = read_csv(job.error_file)
+    assert [row[0] for row in errors[1:]] == ["2", "3", "4", "5"]
+    assert errors[1][2].startswith("sepal_length is not a number")
+    assert "expected 4 columns, got 3" in errors[2][2]
+    assert "expected 4 columns, got 5" in errors[3][2]
+    assert errors[4][2] == "sepal_length is empty"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rows_of_a_later_chunk_keep_their_numbers_after_blank_and_ragged_lines(
+    live_worker,
+) -> None:
+    make_version()  # the worker cuts plain files into chunks of 200 lines
+    lines = [",".join(IRIS_FEATURES)] + ["5.1,3.5,1.4,0.2"] * 450
+    lines[10] = ""  # blank: no row, but it keeps its place
+    lines[20] = "1,2"
+    lines[30] = "x,3.5,1.4,0.2"
+    lines[420] = "6.0,,4.5,1.5"
+    answer = post_file(("\n".join(lines) + "\n").encode())
+    assert answer.status_code == 201, answer.json()
+    job_id = answer.json()["id"]
+    wait_for(lambda: PredictionJob.objects.get(pk=job_id).is_finished, 30, "the batch job")
+    job = PredictionJob.objects.get(pk=job_id)
+
+    assert job.status == Status.SUCCEEDED, (job.error_code, job.error_message)
+    assert (job.rows_total, job.rows_done, job.rows_failed) == (449, 449, 3)
+    errors = read_csv(job.error_file)
+    assert [(row[0], row[2]) for row in errors[1:]] == [
+        ("20", "unreadable line: expected 4 columns, got 2"),
+        ("30", "sepal_length is not a number: 'x'"),
+        ("420", "sepal_width is empty"),
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_bad_byte_in_the_id_column_fails_only_its_row(live_worker) -> None:
+    make_version()
+    content = (HEADER + "\na,5.1,3.5,1.4,0.2\n").encode() + b"b\xff,6.3,2.9,5.0,1.9\n"
+    content += b"c,6.7,3.0,5.2,2.3\n"
+
+    job = upload_and_wait(content)
+
+    assert job.status == Status.SUCCEEDED, (job.error_code, job.error_message)
+    assert (job.rows_total, job.rows_failed) == (3, 1)
+    assert [row[0] for row in read_csv(job.result_file)[1:]] == ["a", "c"]
+    [error] = read_csv(job.error_file)[1:]
+    assert error[0] == "2"
+    assert error[1] == "b\ufffd"
+    assert "id is not UTF-8 text" in error[2]
+
+
+@pytest.mark.parametrize("cell", ["nan", "NaN", "NA"])
+@pytest.mark.django_db(transaction=True)
+def test_a_nan_text_cell_is_reported_as_not_a_number(live_worker, cell: str) -> None:
+    make_version()
+    content = f"{HEADER}\na,5.1,3.5,1.4,0.2\nb,{cell},2.9,5.0,1.9\n".encode()
+
+    job = upload_and_wait(content)
+
+    assert job.status == Status.SUCCEEDED, (job.error_code, job.error_message)
+    [error] = read_csv(job.error_file)[1:]
+    assert error[:2] == ["2", "b"]
+    assert error[2].startswith("sepal_length is not a number: ")  # not "is empty"
