@@ -107,13 +107,12 @@ def csv_header(source: Path) -> tuple[list[str], int]:
 class Conversion:
     """What converting an upload found: its row count and row groups.
 
-    `bad_lines` stays empty: a line that cannot be read is a row of the converted file, which
-    its chunk reports with its row number.
+    A line that cannot be read is a row of the converted file, which its chunk reports with
+    its row number.
     """
 
     rows: int = 0
     row_groups: list[tuple[int, int]] = field(default_factory=list)
-    bad_lines: list[str] = field(default_factory=list)
 
 
 def escape_formula(text: str) -> str:
@@ -373,13 +372,10 @@ def read_chunk(path: Path, index: int, features: Sequence[str], id_column: str) 
     return _chunk_rows(pq.ParquetFile(path).read_row_group(index), features, id_column)
 
 
-def read_range(
-    source: Path, span: ByteRange, features: Sequence[str], id_column: str
-) -> tuple[ChunkRows, list[str]]:
+def read_range(source: Path, span: ByteRange, features: Sequence[str], id_column: str) -> ChunkRows:
     """One byte range of a plain CSV: its rows, positioned by line within the range.
 
-    A line that cannot be read is one of the rows, with its reason; the list of lines
-    returned beside them stays empty.
+    A line that cannot be read is one of the rows, with its reason.
     """
     columns, header_bytes = csv_header(source)
     # pyarrow parses 1 MiB blocks 40 % faster than 8 MiB ones (CPU caches; bench/); a block
@@ -403,7 +399,7 @@ def read_range(
         lines = span.stop_row - span.start_row
         if table.num_rows < lines:  # blank lines, which pyarrow skips, keep their numbers
             rows = _at_lines(rows, np.delete(np.arange(lines), _blank_lines(data)))
-        return rows, []
+        return rows
 
 
 def _parse_range(

@@ -86,12 +86,9 @@ def _plan(job: PredictionJob) -> list[int]:
     directory = work_dir(job.pk)
     shutil.rmtree(directory, ignore_errors=True)
     (directory / "parts").mkdir(parents=True)
-    spans, rows, bad_lines = _cut(job, directory)
+    spans, rows = _cut(job, directory)
     if rows == 0:
         raise batchfiles.BadFile("the file has no rows to score", field="file")
-    if bad_lines:
-        errors = [("", "", f"unreadable line: {reason}") for reason in bad_lines]
-        batchfiles.write_errors(directory / "parts" / "errors-unreadable.csv", errors)
     # The plan and the job's row count are one write: chunks without the count would be
     # taken for a lost attempt's plan, and the job would end with no rows to score.
     with transaction.atomic():
@@ -106,19 +103,19 @@ def _plan(job: PredictionJob) -> list[int]:
             )
             for index, span in enumerate(spans)
         )
-        PredictionJob.objects.filter(pk=job.pk).update(rows_total=rows, rows_failed=len(bad_lines))
+        PredictionJob.objects.filter(pk=job.pk).update(rows_total=rows, rows_failed=0)
     return [chunk.pk for chunk in chunks]
 
 
-def _cut(job: PredictionJob, directory: Path) -> tuple[list[ByteRange], int, list[str]]:
-    """The chunks, the rows in all and the lines that could not be read (Parquet only)."""
+def _cut(job: PredictionJob, directory: Path) -> tuple[list[ByteRange], int]:
+    """The chunks and the rows in all."""
     source = Path(job.input_file.path)
     if job.input_format == FileFormat.CSV:
         plain = batchfiles.plan_csv_ranges(
             source, settings.BATCH_CHUNK_ROWS, settings.MAX_FILE_ROWS
         )
         if plain is not None:
-            return plain.ranges, plain.rows, []
+            return plain.ranges, plain.rows
     conversion = batchfiles.convert_to_parquet(
         source,
         job.input_format,
@@ -129,7 +126,7 @@ def _cut(job: PredictionJob, directory: Path) -> tuple[list[ByteRange], int, lis
         max_rows=settings.MAX_FILE_ROWS,
     )
     spans = [ByteRange(0, 0, start, stop) for start, stop in conversion.row_groups]
-    return spans, conversion.rows, conversion.bad_lines
+    return spans, conversion.rows
 
 
 def score_chunk(chunk_id: int, task_id: str = "", *, retrying: bool = False) -> dict[str, object]:
@@ -151,7 +148,7 @@ def score_chunk(chunk_id: int, task_id: str = "", *, retrying: bool = False) -> 
     job = chunk.job
     running.renew_lease(job.pk)
     try:
-        scored, failed, unreadable = _score_into_part(chunk)
+        scored, failed = _score_into_part(chunk)
     except DomainError as exc:
         running.fail(job.pk, exc.code, str(exc))
         return {"chunk": chunk_id, "job": str(job.pk), "error_code": exc.code}
@@ -161,17 +158,17 @@ def score_chunk(chunk_id: int, task_id: str = "", *, retrying: bool = False) -> 
     # for the task's retry to take back (or, had the task no retry left, the job's lease).
     with transaction.atomic():
         finished = BatchChunk.objects.filter(pk=chunk_id, status=ChunkStatus.RUNNING).update(
-            status=ChunkStatus.DONE, rows_failed=failed + unreadable
+            status=ChunkStatus.DONE, rows_failed=failed
         )
         if finished:
-            # A range's rows were counted as lines: blank and unreadable ones are not rows.
+            # A range's rows were counted as lines: blank ones are not rows.
             miscounted = (
                 (chunk.stop_row - chunk.start_row) - (scored + failed) if chunk.stop_byte else 0
             )
             PredictionJob.objects.filter(pk=job.pk, status=Status.RUNNING).update(
                 rows_total=F("rows_total") - miscounted,
                 rows_done=F("rows_done") + scored + failed,
-                rows_failed=F("rows_failed") + failed + unreadable,
+                rows_failed=F("rows_failed") + failed,
                 lease_expires_at=running.lease_until(timezone.now()),
             )
     if finished:
@@ -180,7 +177,7 @@ def score_chunk(chunk_id: int, task_id: str = "", *, retrying: bool = False) -> 
         "chunk": chunk_id,
         "job": str(job.pk),
         "rows": scored,
-        "rows_failed": failed + unreadable,
+        "rows_failed": failed,
     }
 
 
@@ -192,12 +189,12 @@ def _claim_chunk(chunk_id: int, task_id: str, retrying: bool) -> bool:
     return bool(chunk.update(status=ChunkStatus.RUNNING, claimed_by=task_id))
 
 
-def _score_into_part(chunk: BatchChunk) -> tuple[int, int, int]:
-    """Rows scored, rows failed, lines that could not be read."""
+def _score_into_part(chunk: BatchChunk) -> tuple[int, int]:
+    """Rows scored, rows failed (unreadable ones among them)."""
     job = chunk.job
     model = job.version.registered_model
     directory = work_dir(job.pk)
-    rows, bad_lines = _read(chunk, model.feature_names)
+    rows = _read(chunk, model.feature_names)
     estimator = loader.load(job.version)  # raises ArtifactMismatch
     is_classifier = model.task_kind == TaskKind.CLASSIFICATION
     classes = list(estimator.classes_) if is_classifier and hasattr(estimator, "classes_") else []
@@ -221,19 +218,18 @@ def _score_into_part(chunk: BatchChunk) -> tuple[int, int, int]:
     errors = [
         (str(chunk.start_row + at + 1), _id_at(rows.ids, at), reason) for at, reason in failed
     ]
-    errors += [("", "", f"unreadable line: {reason}") for reason in bad_lines]
     if errors:
         batchfiles.write_errors(directory / "parts" / f"errors-{chunk.index:06d}.csv", errors)
     if chunk.index == 0:
         (directory / "header.txt").write_text("\x1f".join(names), encoding="utf-8")
-    return scored, len(failed), len(bad_lines)
+    return scored, len(failed)
 
 
-def _read(chunk: BatchChunk, features: list[str]) -> tuple[batchfiles.ChunkRows, list[str]]:
+def _read(chunk: BatchChunk, features: list[str]) -> batchfiles.ChunkRows:
     job = chunk.job
     if not chunk.stop_byte:
         path = work_dir(job.pk) / "input.parquet"
-        return batchfiles.read_chunk(path, chunk.index, features, job.id_column), []
+        return batchfiles.read_chunk(path, chunk.index, features, job.id_column)
     span = ByteRange(chunk.start_byte, chunk.stop_byte, chunk.start_row, chunk.stop_row)
     return batchfiles.read_range(Path(job.input_file.path), span, features, job.id_column)
 
@@ -252,7 +248,7 @@ def merge_if_complete(job_id: UUID | str) -> bool:
     if BatchChunk.objects.filter(job_id=job_id).exclude(status=ChunkStatus.DONE).exists():  # type: ignore[misc]
         return False
     if PredictionJob.objects.filter(pk=job_id, status=Status.RUNNING, rows_total=0).exists():
-        # A plain CSV is counted in lines: every one of them was blank or unreadable.
+        # A plain CSV is counted in lines: every one of them was blank.
         running.fail(job_id, batchfiles.BadFile.code, "the file has no rows to score")
         return False
     result_name = f"results/{job_id}.csv"

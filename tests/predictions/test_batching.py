@@ -207,11 +207,12 @@ def test_unreadable_rows_and_lines_are_counted_and_reported_with_their_reason() 
         batching.score_chunk(chunk_id)
 
     job.refresh_from_db()
-    assert (job.status, job.rows_total, job.rows_failed) == (Status.SUCCEEDED, 3, 2)
+    assert (job.status, job.rows_total, job.rows_failed) == (Status.SUCCEEDED, 4, 2)
     errors = pd.read_csv(job.error_file.path, dtype=str, keep_default_na=False)
     assert errors.columns.tolist() == ["row", "key", "error"]
     assert errors.iloc[0].tolist() == ["2", "'@b", "sepal_width must be a finite number"]
-    assert errors.iloc[1]["error"].startswith("unreadable line: expected 5 columns, got 3")
+    assert errors.iloc[1]["row"] == "3"
+    assert errors.iloc[1]["error"] == "unreadable line: expected 5 columns, got 3"
     assert pd.read_csv(job.result_file.path)["key"].tolist() == ["a", "d"]
 
 
@@ -308,10 +309,9 @@ def test_quoted_cells_and_blank_lines_are_scored_like_plain_rows(shape) -> None:
         assert result["key"].tolist() == keys
 
 
-@pytest.mark.parametrize("lines", ["\n\n\n", "1,2\n3\n"], ids=["blank", "ragged"])
-def test_a_csv_without_a_readable_row_fails_as_a_bad_file(lines) -> None:
+def test_a_csv_with_only_blank_lines_fails_as_a_bad_file() -> None:
     make_version()
-    job = submit_csv(",".join(IRIS_FEATURES) + "\n" + lines)
+    job = submit_csv(",".join(IRIS_FEATURES) + "\n\n\n\n")
     batching.start(job.pk, "t")
     for chunk_id in chunk_ids(job):
         batching.score_chunk(chunk_id)
