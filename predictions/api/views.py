@@ -63,14 +63,29 @@ class StorableDateTimeFilter(django_filters.IsoDateTimeFilter):
 
 
 class JobFilter(django_filters.FilterSet):
-    status = django_filters.ChoiceFilter(choices=Status.choices)
-    model = django_filters.CharFilter(field_name="version__registered_model__name")
+    status = django_filters.MultipleChoiceFilter(
+        choices=Status.choices, help_text="One status, or several: ?status=failed&status=cancelled."
+    )
+    model = django_filters.CharFilter(
+        method="filter_model", help_text="A model name, or name:N for the jobs of its version N."
+    )
     created_after = StorableDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = StorableDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = PredictionJob
         fields = ["status", "model", "kind", "created_after", "created_before"]
+
+    def filter_model(
+        self, jobs: QuerySet[PredictionJob], name: str, value: str
+    ) -> QuerySet[PredictionJob]:
+        model_name, colon, number = value.partition(":")
+        jobs = jobs.filter(version__registered_model__name=model_name)
+        if not colon:
+            return jobs
+        if not (number.isascii() and number.isdigit()):
+            raise BadInput("model must be a model name, or name:N for its version N", field=name)
+        return jobs.filter(version__number=int(number))
 
 
 WAIT = OpenApiParameter(

@@ -190,6 +190,24 @@ def test_the_list_filters_by_status_and_model(owner_client) -> None:
     assert owner_client.get("/api/v1/jobs/?created_after=2100-01-01T00:00:00Z").json()["count"] == 0
 
 
+def test_the_list_filters_by_model_version_and_by_several_statuses(owner_client) -> None:
+    first = post(owner_client, {"model": "iris", "inputs": iris_rows(1)})["id"]
+    make_version()  # iris:2
+    second = post(owner_client, {"model": "iris:2", "inputs": iris_rows(1)})["id"]
+    running.cancel(PredictionJob.objects.filter(pk=first))
+
+    def listed(query: str) -> list[str]:
+        return [job["id"] for job in owner_client.get(f"/api/v1/jobs/?{query}").json()["results"]]
+
+    assert listed("model=iris:1") == [first]
+    assert listed("model=iris:2") == [second]
+    assert listed("model=iris:3") == []
+    assert sorted(listed("status=cancelled&status=queued")) == sorted([first, second])
+    assert listed("status=cancelled") == [first]
+    answer = owner_client.get("/api/v1/jobs/?model=iris:x")
+    assert (answer.status_code, answer.json()["field"]) == (400, "model")
+
+
 def test_owner_status_and_outputs_cannot_be_written(owner_client) -> None:
     job_id = post(owner_client, {"model": "iris", "inputs": iris_rows(1)})["id"]
     answer = owner_client.patch(f"/api/v1/jobs/{job_id}/", {"status": "succeeded"}, format="json")
