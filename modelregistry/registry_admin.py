@@ -137,7 +137,13 @@ class RegisteredModelAdmin(admin.ModelAdmin):
     def metrics_of_all_versions(self, model: RegisteredModel) -> SafeString:
         return comparison_html(model) if model.pk else format_html("<p>{}</p>", "No versions yet.")
 
-    @admin.action(description="Roll back to the previous production version")
+    def has_change_versions_permission(self, request: HttpRequest) -> bool:
+        """Rolling back moves versions between stages: the versions' change permission."""
+        return request.user.has_perm("modelregistry.change_modelversion")
+
+    @admin.action(
+        description="Roll back to the previous production version", permissions=["change_versions"]
+    )
     def rollback_selected(self, request: HttpRequest, models: QuerySet[RegisteredModel]) -> None:
         rollback_models(self, request, models)
 
@@ -318,7 +324,9 @@ class ModelVersionAdmin(admin.ModelAdmin):
         label = Stage(stage).label.lower()
         self.message_user(request, f"Moved {moved} of {len(selected)} version(s) to {label}.")
 
-    @admin.action(description="Promote to production (archives the current one)")
+    @admin.action(
+        description="Promote to production (archives the current one)", permissions=["change"]
+    )
     def promote_to_production(self, request: HttpRequest, selected: QuerySet[ModelVersion]) -> None:
         if selected.values("registered_model").distinct().count() < len(selected):
             self.message_user(
@@ -327,25 +335,28 @@ class ModelVersionAdmin(admin.ModelAdmin):
             return
         self._move_all(request, selected, Stage.PRODUCTION)
 
-    @admin.action(description="Move to staging")
+    @admin.action(description="Move to staging", permissions=["change"])
     def move_to_staging(self, request: HttpRequest, selected: QuerySet[ModelVersion]) -> None:
         self._move_all(request, selected, Stage.STAGING)
 
-    @admin.action(description="Demote (no stage)")
+    @admin.action(description="Demote (no stage)", permissions=["change"])
     def demote(self, request: HttpRequest, selected: QuerySet[ModelVersion]) -> None:
         self._move_all(request, selected, Stage.NONE)
 
-    @admin.action(description="Archive")
+    @admin.action(description="Archive", permissions=["change"])
     def archive(self, request: HttpRequest, selected: QuerySet[ModelVersion]) -> None:
         self._move_all(request, selected, Stage.ARCHIVED)
 
-    @admin.action(description="Roll back these versions' models to their previous production")
+    @admin.action(
+        description="Roll back these versions' models to their previous production",
+        permissions=["change"],
+    )
     def rollback_models(self, request: HttpRequest, selected: QuerySet[ModelVersion]) -> None:
         rollback_models(
             self, request, RegisteredModel.objects.filter(versions__in=selected).distinct()
         )
 
-    @admin.action(description="Verify in a worker (sha256 and safe load)")
+    @admin.action(description="Verify in a worker (sha256 and safe load)", permissions=["change"])
     def verify_in_worker(self, request: HttpRequest, selected: QuerySet[ModelVersion]) -> None:
         for version in selected:
             verify_version.delay(version.pk)

@@ -173,12 +173,18 @@ class PredictionJobAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # the job page is read-only; actions and the add form change jobs
 
-    @admin.action(description="Cancel selected jobs")
+    def has_change_jobs_permission(self, request: HttpRequest) -> bool:
+        """Who may cancel and retry: the page stays read-only, the permission still counts."""
+        return request.user.has_perm("predictions.change_predictionjob")
+
+    @admin.action(description="Cancel selected jobs", permissions=["change_jobs"])
     def cancel_selected(self, request: HttpRequest, jobs: QuerySet[PredictionJob]) -> None:
         cancelled = running.cancel(jobs)
         self.message_user(request, f"Cancelled {cancelled} of {len(jobs)} job(s).")
 
-    @admin.action(description="Retry selected failed or cancelled jobs")
+    @admin.action(
+        description="Retry selected failed or cancelled jobs", permissions=["change_jobs"]
+    )
     def retry_selected(self, request: HttpRequest, jobs: QuerySet[PredictionJob]) -> None:
         retried = running.retry(jobs)
         self.message_user(request, f"Queued {retried} of {len(jobs)} job(s) again.")

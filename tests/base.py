@@ -24,3 +24,11 @@ def staff() -> AbstractUser:
     user = make_user("staff", staff=True)
     user.user_permissions.set(Permission.objects.filter(content_type__app_label="modelregistry"))
     return user
+
+
+def with_permissions(user: AbstractUser, *codenames: str) -> AbstractUser:
+    """The user, granted these permissions (codenames such as view_modelversion)."""
+    from django.contrib.auth.models import Permission
+
+    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+    return user

@@ -8,7 +8,7 @@ from django.contrib.messages import get_messages
 from django.test import Client
 
 from modelregistry.models import ModelVersion, RegisteredModel, Stage
-from tests.base import make_user, staff
+from tests.base import make_user, staff, with_permissions
 from tests.builders import artifact_bytes, iris_estimator, make_version
 from tests.modelregistry.hostile import hostile_artifacts
 from tests.processes import wait_for
@@ -182,3 +182,23 @@ def test_the_verify_action_has_a_worker_mark_a_corrupted_version_unusable(live_w
         return not ModelVersion.objects.get(pk=version.pk).is_usable
 
     wait_for(marked_unusable, 30, "the worker's verdict")
+
+
+@pytest.mark.django_db
+def test_staff_who_may_only_view_versions_get_no_stage_actions(private_artifacts) -> None:
+    production = make_version("iris", stage=Stage.PRODUCTION)
+    staging = make_version("iris", stage=Stage.STAGING)
+    user = make_user("viewer", staff=True)
+    client = Client()
+    client.force_login(with_permissions(user, "view_modelversion", "view_registeredmodel"))
+
+    assert "promote_to_production" not in client.get(VERSIONS).content.decode()
+    for action in ("promote_to_production", "move_to_staging", "demote", "archive"):
+        client.post(VERSIONS, {"action": action, "_selected_action": [staging.pk]})
+    client.post(VERSIONS, {"action": "rollback_models", "_selected_action": [staging.pk]})
+    model = staging.registered_model_id
+    client.post(MODELS, {"action": "rollback_selected", "_selected_action": [model]})
+
+    production.refresh_from_db()
+    staging.refresh_from_db()
+    assert (production.stage, staging.stage) == (Stage.PRODUCTION, Stage.STAGING)

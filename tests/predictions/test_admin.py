@@ -7,7 +7,7 @@ import pytest
 from django.test import Client
 
 from predictions.models import Kind, PredictionJob, Status
-from tests.base import make_user
+from tests.base import make_user, with_permissions
 from tests.builders import IRIS_FEATURES, iris_rows, make_version
 
 pytestmark = pytest.mark.django_db
@@ -95,3 +95,18 @@ def test_the_cancel_and_retry_actions_use_the_domain_functions(admin_client) -> 
     )
     assert "Queued 2 of 2 job(s) again." in answer.content.decode()
     assert set(PredictionJob.objects.values_list("status", flat=True)) == {Status.QUEUED}
+
+
+def test_staff_who_may_only_view_jobs_cannot_cancel_or_retry_them(admin_client) -> None:
+    admin_client.post(
+        ADD_URL, {"model_ref": "iris", "rows": json.dumps(iris_rows(1)), "priority": 5}
+    )
+    job = PredictionJob.objects.get()
+    viewer = Client()
+    viewer.force_login(with_permissions(make_user("viewer", staff=True), "view_predictionjob"))
+
+    assert "cancel_selected" not in viewer.get(LIST_URL).content.decode()
+    viewer.post(LIST_URL, {"action": "cancel_selected", "_selected_action": [str(job.pk)]})
+
+    job.refresh_from_db()
+    assert job.status == Status.QUEUED
