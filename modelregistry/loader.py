@@ -9,7 +9,7 @@ from typing import Any
 
 from django.conf import settings
 
-from mlsite import metrics
+from mlsite import freshcache, metrics
 from mlsite.errors import DomainError
 
 from . import artifacts
@@ -31,8 +31,15 @@ def load(version: ModelVersion) -> Any:
 
     Raises ArtifactMismatch (and marks the version unusable) when the stored bytes no longer
     match the sha256 recorded at registration, and artifacts.ArtifactRefused when they name
-    a type the restricted unpickler does not allow.
+    a type the restricted unpickler does not allow. A version already marked unusable (by
+    another worker's check, say) raises ArtifactMismatch even when its model is cached here.
     """
+    if not version.is_usable:
+        raise ArtifactMismatch(f"{version.ref} is unusable ({version.unusable_reason})")
+    return _cached_or_verified(version)
+
+
+def _cached_or_verified(version: ModelVersion) -> Any:
     key = (version.pk, version.sha256)
     if key in _cache:
         _cache.move_to_end(key)
@@ -52,10 +59,10 @@ def _load_verified(version: ModelVersion) -> Any:
         with version.artifact.open("rb") as stream:
             data = stream.read()
     except OSError as exc:
-        _mark_unusable(version, f"stored artifact cannot be read: {exc}")
+        _mark_usable(version, False, f"stored artifact cannot be read: {exc}")
         raise ArtifactMismatch(f"artifact of {version.ref} cannot be read") from None
     if hashlib.sha256(data).hexdigest() != version.sha256:
-        _mark_unusable(version, "stored artifact does not match its sha256")
+        _mark_usable(version, False, "stored artifact does not match its sha256")
         raise ArtifactMismatch(f"artifact of {version.ref} does not match its sha256")
     estimator = artifacts.read_estimator(io.BytesIO(data), version.artifact_format)
     seconds = time.perf_counter() - started
@@ -64,20 +71,23 @@ def _load_verified(version: ModelVersion) -> Any:
     return estimator
 
 
-def _mark_unusable(version: ModelVersion, reason: str) -> None:
-    ModelVersion.objects.filter(pk=version.pk).update(is_usable=False, unusable_reason=reason)
-    version.is_usable, version.unusable_reason = False, reason
+def _mark_usable(version: ModelVersion, is_usable: bool, reason: str = "") -> None:
+    ModelVersion.objects.filter(pk=version.pk).update(is_usable=is_usable, unusable_reason=reason)
+    version.is_usable, version.unusable_reason = is_usable, reason
+    # update() sends no post_save: without this, processes that cached the version (resolve()
+    # in the web, running's versions in the predict worker) would go on using it as it was.
+    freshcache.rows_changed()
 
 
 def verify(version: ModelVersion) -> dict[str, Any]:
     """Load the version afresh (not from the cache) and report; a good one is usable again."""
     _cache.pop((version.pk, version.sha256), None)
     try:
-        estimator = load(version)
+        estimator = _cached_or_verified(version)
     except DomainError as exc:
         return {"ref": version.ref, "ok": False, "code": exc.code, "detail": str(exc)}
     if not version.is_usable:
-        ModelVersion.objects.filter(pk=version.pk).update(is_usable=True, unusable_reason="")
+        _mark_usable(version, True)
     return {"ref": version.ref, "ok": True, "estimator": type(estimator).__name__}
 
 

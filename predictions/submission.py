@@ -12,6 +12,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from mlsite import sending
+from mlsite.errors import Conflict
 from modelregistry import versions
 from modelregistry.models import ModelVersion
 
@@ -28,6 +29,21 @@ TASK_FOR_KIND: dict[str, str] = {
 NEW_JOB = RowInsert()
 
 
+class UnusableVersion(Conflict):
+    code = "unusable_version"
+
+
+def usable_version(model_ref: str) -> ModelVersion:
+    """The version the reference names; raises UnknownModel, or UnusableVersion for one whose
+    artifact a worker found changed or unreadable (its jobs could only fail)."""
+    version = versions.resolve(model_ref)
+    if not version.is_usable:
+        raise UnusableVersion(
+            f"{version.ref} is unusable ({version.unusable_reason}): submit to another version"
+        )
+    return version
+
+
 def submit_rows(
     owner: User,
     model_ref: str,
@@ -38,12 +54,12 @@ def submit_rows(
 ) -> tuple[PredictionJob, bool]:
     """A job for inline rows, and whether it is new (False: the same key was used before).
 
-    Raises UnknownModel, BadInput or TooManyRows before anything is written.
+    Raises UnknownModel, UnusableVersion, BadInput or TooManyRows before anything is written.
     """
     existing = _existing(owner, idempotency_key)
     if existing is not None:
         return existing, False
-    version = versions.resolve(model_ref)
+    version = usable_version(model_ref)
     checked = inputs.check_rows(version.registered_model, rows)
     job = PredictionJob(
         owner=owner,
@@ -69,7 +85,7 @@ def submit_file(
     existing = _existing(owner, idempotency_key)
     if existing is not None:
         return existing, False
-    version = versions.resolve(model_ref)
+    version = usable_version(model_ref)
     file_format = inputs.check_file(version.registered_model, upload, size, id_column)
     job = PredictionJob(
         owner=owner,

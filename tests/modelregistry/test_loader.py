@@ -54,6 +54,27 @@ def test_a_flipped_byte_is_refused_and_the_version_marked_unusable(private_artif
 
 
 @pytest.mark.django_db
+def test_a_cached_model_is_not_served_once_its_version_is_unusable() -> None:
+    version = make_version("iris")
+    loader.load(version)
+    version.is_usable, version.unusable_reason = False, "stored artifact cannot be read"
+    with pytest.raises(loader.ArtifactMismatch, match="iris:1 is unusable") as refused:
+        loader.load(version)
+    assert refused.value.code == "artifact_mismatch"
+
+
+@pytest.mark.django_db
+def test_verifying_a_mismatch_elsewhere_forgets_cached_lookups_of_the_version(
+    private_artifacts,
+) -> None:
+    version = make_version("iris", stage=Stage.STAGING)
+    assert versions.resolve("iris@staging").is_usable  # now cached
+    flip_a_byte(version)
+    assert loader.verify(ModelVersion.objects.get(pk=version.pk))["ok"] is False
+    assert not versions.resolve("iris@staging").is_usable
+
+
+@pytest.mark.django_db
 def test_the_cache_keeps_at_most_model_cache_size_versions(settings, private_artifacts) -> None:
     settings.MODEL_CACHE_SIZE = 2
     first, second, third = (make_version("iris", stage=Stage.NONE) for _ in range(3))

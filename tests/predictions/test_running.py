@@ -144,6 +144,26 @@ def test_an_artifact_that_no_longer_matches_fails_its_jobs_with_artifact_mismatc
     assert (job.status, job.error_code) == (Status.FAILED, "artifact_mismatch")
 
 
+def test_a_version_marked_unusable_fails_its_jobs_though_the_worker_holds_its_model() -> None:
+    version = make_version()
+    first, second = submit(), submit()
+    running.score_jobs(running.claim_many([(str(first.pk), "t1")]))  # the model is now cached
+    version.is_usable, version.unusable_reason = False, "stored artifact does not match its sha256"
+    version.save()  # as "Verify in a worker" found it, in another process
+
+    running.score_jobs(running.claim_many([(str(second.pk), "t2")]))
+
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.status == Status.SUCCEEDED
+    assert (second.status, second.error_code, second.outputs) == (
+        Status.FAILED,
+        "artifact_mismatch",
+        None,
+    )
+    assert second.error_message == "iris:1 is unusable (stored artifact does not match its sha256)"
+
+
 @pytest.mark.parametrize(
     "estimator",
     [RandomForestClassifier(n_estimators=10, random_state=0), HistGradientBoostingClassifier()],

@@ -5,7 +5,10 @@ from pathlib import Path
 import pytest
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
+from rest_framework.test import APIClient
 
+from modelregistry import loader
+from modelregistry.models import ModelVersion, Stage
 from predictions import submission
 from predictions.models import PredictionJob
 from tests.base import make_user
@@ -87,3 +90,33 @@ def test_a_file_that_lost_an_idempotency_race_is_not_kept(monkeypatch) -> None:
 
     assert (second.pk, created) == (first.pk, False)
     assert [p for p in stored_uploads() if p not in before] == [Path(first.input_file.path)]
+
+
+def flip_a_byte(version: ModelVersion) -> None:
+    path = Path(version.artifact.path)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("ref", ["iris:2", "iris@staging"])
+def test_a_version_a_worker_found_unusable_is_refused_even_after_it_was_resolved(ref) -> None:
+    make_version()
+    staging = make_version(stage=Stage.STAGING)
+    client = APIClient()
+    client.force_authenticate(make_user("submitter"))
+    submit = {"model": ref, "inputs": iris_rows(1)}
+    assert client.post("/api/v1/jobs/", submit, format="json").status_code == 201  # cached
+
+    flip_a_byte(staging)
+    assert loader.verify(staging)["code"] == "artifact_mismatch"  # "Verify in a worker"
+    answer = client.post("/api/v1/jobs/", submit, format="json")
+
+    assert answer.status_code == 409
+    assert answer.json() == {
+        "detail": "iris:2 is unusable (stored artifact does not match its sha256): "
+        "submit to another version",
+        "code": "unusable_version",
+    }
+    assert PredictionJob.objects.filter(version=staging).count() == 1
