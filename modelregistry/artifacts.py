@@ -188,7 +188,17 @@ def read_joblib(stream: IO[bytes]) -> Any:
     except ArtifactRefused:
         raise
     except Exception as exc:  # a corrupt or truncated pickle fails in many ways
-        raise UnreadableArtifact(f"not a readable joblib artifact: {exc}") from None
+        raise UnreadableArtifact(
+            f"not a readable joblib artifact: {_unreadable(stream, exc)}"
+        ) from None
+
+
+def _unreadable(stream: IO[bytes], exc: Exception) -> str:
+    """Why a joblib read failed, in words: the exception alone can be a bare "118"."""
+    stream.seek(0)
+    if stream.read(4) == b"PK\x03\x04":  # a zip archive, which is what skops writes
+        return "it is a zip file, as skops writes; choose the skops format"
+    return f"the file is not a joblib or pickle file, or is damaged ({type(exc).__name__}: {exc})"
 
 
 def read_skops(stream: IO[bytes]) -> Any:

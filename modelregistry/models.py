@@ -1,8 +1,10 @@
 """Registered models, their versions and stage history, and the training that makes them."""
 
+import json
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
@@ -27,6 +29,39 @@ class ArtifactFormat(models.TextChoices):
 class VersionSource(models.TextChoices):
     UPLOAD = "upload", "Upload"
     TRAINING = "training", "Training run"
+
+
+FEATURE_EXAMPLE = '{"name": "sepal_length", "type": "number"}'
+# Rows are checked and passed to the estimator as floats (predictions.inputs.check_number),
+# so "number" is the only feature type there is.
+FEATURE_KEYS = {"name", "type"}
+
+
+def schema_problem(schema: Any) -> str | None:
+    """What makes `schema` unusable for checking rows, in words; None when it is usable."""
+    if not isinstance(schema, list):
+        shown = json.dumps(schema)[:60]
+        return f"The schema must be a list of features such as [{FEATURE_EXAMPLE}], not {shown}."
+    seen: set[str] = set()
+    for place, feature in enumerate(schema, 1):
+        if not isinstance(feature, dict):
+            shown = json.dumps(feature)[:60]
+            return f"Feature {place} must be an object such as {FEATURE_EXAMPLE}, not {shown}."
+        name = feature.get("name")
+        if not isinstance(name, str) or not name.strip():
+            return f'Feature {place} needs a name: "name" must be non-empty text.'
+        if name != name.strip():  # CSV header names are stripped, so it could never match
+            return f"Feature {place}'s name {name!r} starts or ends with a space."
+        if feature.get("type") != "number":
+            return f'Feature {place} ({name}) must have "type": "number", the only type.'
+        unknown = sorted(set(feature) - FEATURE_KEYS)
+        if unknown:
+            keys = ", ".join(unknown)
+            return f"Feature {place} ({name}) has unknown key {keys}: only name and type."
+        if name in seen:
+            return f"Feature names must be unique: {name} appears twice."
+        seen.add(name)
+    return None
 
 
 class RegisteredModel(models.Model):
@@ -67,6 +102,42 @@ class RegisteredModel(models.Model):
     @property
     def feature_names(self) -> list[str]:
         return [feature["name"] for feature in self.input_schema]
+
+    def has_versions(self) -> bool:
+        return self.pk is not None and self.versions.exists()
+
+    def has_fixed_schema(self) -> bool:
+        """Versions were fitted on this schema, so it may not change.
+
+        A schema saved empty or broken before schemas were checked stays editable, to be
+        repaired.
+        """
+        if not self.has_versions():
+            return False
+        stored = RegisteredModel.objects.values_list("input_schema", flat=True).get(pk=self.pk)
+        return bool(stored) and schema_problem(stored) is None
+
+    def clean(self) -> None:
+        if self.input_schema is None:  # null, or the form's box left blank
+            raise ValidationError({"input_schema": "The schema cannot be null: write [] for none."})
+        problem = schema_problem(self.input_schema)
+        if problem:
+            raise ValidationError({"input_schema": problem})
+        if self.has_versions():
+            self._check_fits_versions()
+
+    def _check_fits_versions(self) -> None:
+        stored = RegisteredModel.objects.get(pk=self.pk)
+        why = "cannot change once the model has versions: its versions were fitted on it."
+        errors = {}
+        if self.task_kind != stored.task_kind:
+            errors["task_kind"] = f"The task kind {why}"
+        if self.has_fixed_schema() and self.input_schema != stored.input_schema:
+            errors["input_schema"] = f"The schema {why}"
+        elif not self.input_schema:
+            errors["input_schema"] = "The schema must list the features its versions take."
+        if errors:
+            raise ValidationError(errors)
 
 
 def artifact_path(version: "ModelVersion", filename: str) -> str:

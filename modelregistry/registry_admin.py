@@ -86,7 +86,9 @@ class RegisteredModelAdmin(admin.ModelAdmin):
             "Input schema",
             {
                 "fields": ["input_schema"],
-                "description": "Set from the first uploaded estimator; edit to rename features.",
+                "description": "Left empty ([]), the first uploaded estimator sets it. It and "
+                "the task kind are fixed once the model has versions, since the versions were "
+                "fitted on them.",
             },
         ),
         ("Versions side by side", {"fields": ["metrics_of_all_versions"]}),
@@ -109,8 +111,16 @@ class RegisteredModelAdmin(admin.ModelAdmin):
         )
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        # The name is in every reference and artifact path, so it is fixed once created.
-        return [*self.readonly_fields, "name"] if obj else self.readonly_fields
+        if obj is None:
+            return self.readonly_fields
+        # The name is in every reference and artifact path, so it is fixed once created;
+        # the kind and schema once versions were fitted on them (RegisteredModel.clean).
+        fixed = [*self.readonly_fields, "name"]
+        if obj.has_versions():
+            fixed.append("task_kind")
+        if obj.has_fixed_schema():
+            fixed.append("input_schema")
+        return fixed
 
     @admin.display(description="production version", ordering="production_number")
     def production(self, model: RegisteredModel) -> str:

@@ -32,9 +32,9 @@ class UploadVersionForm(forms.ModelForm):
     )
     upload_format = forms.ChoiceField(
         label="format",
-        choices=ArtifactFormat.choices,
+        choices=[("", "From the file name"), *ArtifactFormat.choices],
         required=False,
-        help_text="Empty: skops for a .skops file, else joblib.",
+        help_text="From the file name: skops for a .skops file, else joblib.",
     )
     version_description = forms.CharField(
         label="description", required=False, widget=forms.Textarea(attrs={"rows": 3})
@@ -49,6 +49,8 @@ class UploadVersionForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         data = cast(dict[str, Any], super().clean())  # ModelForm.clean returns cleaned_data
+        if "new_model_name" in self.errors:
+            return data  # a name that is not a slug: its own error says so
         name = cast(
             str, data.get("new_model_name") or getattr(data.get("existing_model"), "name", "")
         )

@@ -141,8 +141,9 @@ def upload(
     """Check an uploaded artifact and register it as the next version of model `name`.
 
     A model that does not exist yet is created, with its kind and input schema taken from
-    the estimator. Raises the artifacts.ArtifactRefused family, ArtifactTooLarge,
-    FeatureMismatch or TaskKindMismatch; nothing is stored when any check fails.
+    the estimator (as is the schema of a model with no versions and an empty schema). Raises
+    the artifacts.ArtifactRefused family, ArtifactTooLarge, FeatureMismatch or
+    TaskKindMismatch; nothing is stored when any check fails.
     """
     inspection = artifacts.inspect_artifact(artifact, artifact_format)
     with transaction.atomic():
@@ -192,15 +193,26 @@ def _register_inspected(
     **fields: Any,
 ) -> ModelVersion:
     """Register an inspected artifact once it fits the model; uploads and training share it."""
-    check_fits(model, inspection)
-    return register_version(
-        model,
-        artifact,
-        estimator_class=inspection.estimator_class,
-        params=inspection.params,
-        library_versions=inspection.library_versions,
-        **fields,
-    )
+    with transaction.atomic():
+        # Lock the model row first: two first uploads must not each set their own schema.
+        model = RegisteredModel.objects.select_for_update().get(pk=model.pk)
+        _take_schema_if_empty(model, inspection)
+        check_fits(model, inspection)
+        return register_version(
+            model,
+            artifact,
+            estimator_class=inspection.estimator_class,
+            params=inspection.params,
+            library_versions=inspection.library_versions,
+            **fields,
+        )
+
+
+def _take_schema_if_empty(model: RegisteredModel, inspection: artifacts.Inspection) -> None:
+    """A model added without a schema takes its first estimator's, as one its upload creates."""
+    if not model.input_schema and not model.versions.exists():
+        model.input_schema = inspection.input_schema
+        model.save(update_fields=["input_schema"])
 
 
 def _model_for(
@@ -240,9 +252,11 @@ def check_fits(model: RegisteredModel, inspection: artifacts.Inspection) -> None
         )
     # Rows are passed in schema order, so names the estimator was fitted on must match it.
     if inspection.feature_names_from_estimator and inspection.feature_names != expected:
+        # RegisteredModel.clean keeps the schema its versions were fitted on.
+        hint = "refit on those" if model.has_versions() else "edit the schema or refit"
         raise FeatureMismatch(
             f"the estimator was fitted on features {inspection.feature_names}, but "
-            f"{model.name}'s schema is {expected}: edit the schema or refit"
+            f"{model.name}'s schema is {expected}: {hint}"
         )
 
 

@@ -1,15 +1,19 @@
 """The registry admin: lists, the version page, the upload form, stage actions and buttons."""
 
 import io
+import json
+import re
 from pathlib import Path
 
 import pytest
 from django.contrib.messages import get_messages
+from django.core.exceptions import ValidationError
 from django.test import Client
 
+from modelregistry.artifacts import dump_skops
 from modelregistry.models import ModelVersion, RegisteredModel, Stage
 from tests.base import make_user, staff, with_permissions
-from tests.builders import artifact_bytes, iris_estimator, make_version
+from tests.builders import IRIS_FEATURES, artifact_bytes, iris_estimator, make_model, make_version
 from tests.modelregistry.hostile import hostile_artifacts
 from tests.processes import wait_for
 
@@ -202,3 +206,141 @@ def test_staff_who_may_only_view_versions_get_no_stage_actions(private_artifacts
     production.refresh_from_db()
     staging.refresh_from_db()
     assert (production.stage, staging.stage) == (Stage.PRODUCTION, Stage.STAGING)
+
+
+def model_form(model: RegisteredModel, schema: str, **fields: str) -> dict[str, str]:
+    return {"task_kind": model.task_kind, "description": "", "input_schema": schema, **fields}
+
+
+@pytest.mark.parametrize(
+    ("schema", "message"),
+    [
+        ("null", "cannot be null"),
+        ("{}", "must be a list of features"),
+        ('"string"', "must be a list of features"),
+        ('{"features": "x"}', "must be a list of features"),
+        ('["sepal_length"]', "Feature 1 must be an object"),
+        ('[{"name": "sepal_length"}]', "Feature 1 (sepal_length) must have &quot;type&quot;"),
+        ('[{"name": "a", "type": "text"}]', "the only type"),
+        ('[{"name": "", "type": "number"}]', "Feature 1 needs a name"),
+        ('[{"name": 3, "type": "number"}]', "Feature 1 needs a name"),
+        ('[{"name": " a", "type": "number"}]', "starts or ends with a space"),
+        ('[{"name": "a", "type": "number", "unit": "cm"}]', "unknown key unit"),
+        ('[{"name": "a", "type": "number"}, {"name": "a", "type": "number"}]', "a appears twice"),
+    ],
+)
+def test_the_model_form_refuses_a_schema_rows_cannot_be_checked_against(
+    admin_client, schema: str, message: str
+) -> None:
+    model = make_model("manual")
+    before = model.input_schema
+    response = admin_client.post(f"{MODELS}{model.pk}/change/", model_form(model, schema))
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    model.refresh_from_db()
+    assert model.input_schema == before
+
+
+def test_a_model_without_versions_may_have_its_schema_edited_or_emptied(admin_client) -> None:
+    model = make_model("manual")
+    renamed = '[{"name": "a", "type": "number"}, {"name": "b", "type": "number"}]'
+    response = admin_client.post(f"{MODELS}{model.pk}/change/", model_form(model, renamed))
+    assert response.status_code == 302, response.content.decode()[:3000]
+    model.refresh_from_db()
+    assert model.feature_names == ["a", "b"]
+    admin_client.post(f"{MODELS}{model.pk}/change/", model_form(model, "[]"))
+    model.refresh_from_db()
+    assert model.input_schema == []
+
+
+def test_a_model_with_versions_shows_its_kind_and_schema_read_only(admin_client) -> None:
+    model = make_version("iris").registered_model
+    page = admin_client.get(f"{MODELS}{model.pk}/change/").content.decode()
+    assert 'name="input_schema"' not in page and 'name="task_kind"' not in page
+    assert "versions were fitted on" in page
+    admin_client.post(
+        f"{MODELS}{model.pk}/change/", model_form(model, "[]", task_kind="regression")
+    )
+    model.refresh_from_db()
+    assert (model.task_kind, model.feature_names) == ("classification", IRIS_FEATURES)
+
+
+def test_clean_refuses_to_change_the_kind_or_schema_of_a_model_with_versions(db) -> None:
+    model = make_version("iris").registered_model
+    model.input_schema = [{"name": "a", "type": "number"}]
+    model.task_kind = "regression"
+    with pytest.raises(ValidationError) as refused:
+        model.full_clean()
+    assert "versions were fitted on" in str(refused.value.message_dict["input_schema"])
+    assert "versions were fitted" in str(refused.value.message_dict["task_kind"])
+
+
+def test_a_broken_schema_saved_before_the_checks_can_be_repaired(admin_client) -> None:
+    model = make_version("iris").registered_model
+    RegisteredModel.objects.filter(pk=model.pk).update(input_schema="string")
+    page = admin_client.get(f"{MODELS}{model.pk}/change/").content.decode()
+    assert 'name="input_schema"' in page
+    refused = admin_client.post(f"{MODELS}{model.pk}/change/", model_form(model, "[]"))
+    assert "must list the features its versions take" in refused.content.decode()
+    schema = json.dumps([{"name": name, "type": "number"} for name in IRIS_FEATURES])
+    admin_client.post(f"{MODELS}{model.pk}/change/", model_form(model, schema))
+    model.refresh_from_db()
+    assert model.feature_names == IRIS_FEATURES
+
+
+def test_a_model_added_without_a_schema_takes_it_from_its_first_upload(admin_client) -> None:
+    response = admin_client.post(
+        f"{MODELS}add/",
+        {"name": "manual4", "task_kind": "classification", "description": "", "input_schema": "[]"},
+    )
+    assert response.status_code == 302, response.content.decode()[:3000]
+    model = RegisteredModel.objects.get(name="manual4")
+    response = admin_client.post(
+        f"{VERSIONS}add/",
+        {
+            "existing_model": model.pk,
+            "artifact_file": named_file(artifact_bytes(iris_estimator()).read()),
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:3000]
+    model.refresh_from_db()
+    assert model.feature_names == ["x0", "x1", "x2", "x3"]
+    assert model.versions.get().number == 1
+
+
+def test_the_upload_form_picks_the_format_from_the_file_name_by_default(admin_client) -> None:
+    page = admin_client.get(f"{VERSIONS}add/").content.decode()
+    select = re.search(r'<select name="upload_format".*?</select>', page, re.DOTALL)
+    assert select and '<option value="" selected>' in select[0]
+    response = admin_client.post(
+        f"{VERSIONS}add/",
+        {
+            "new_model_name": "flowers",
+            "artifact_file": named_file(dump_skops(iris_estimator()).read(), "good.skops"),
+            "upload_format": "",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:3000]
+    assert ModelVersion.objects.get().artifact_format == "skops"
+
+
+def test_the_add_page_says_random_bytes_are_not_a_joblib_or_pickle_file(admin_client) -> None:
+    response = admin_client.post(
+        f"{VERSIONS}add/",
+        {"new_model_name": "flowers", "artifact_file": named_file(b"v" + bytes(range(256)))},
+    )
+    assert "is not a joblib or pickle file" in response.content.decode()
+
+
+def test_a_bad_new_model_name_shows_only_its_own_error(admin_client) -> None:
+    response = admin_client.post(
+        f"{VERSIONS}add/",
+        {
+            "new_model_name": "Bad Name!",
+            "artifact_file": named_file(artifact_bytes(iris_estimator()).read()),
+        },
+    )
+    page = response.content.decode()
+    assert "Enter a valid “slug”" in page
+    assert "Choose an existing model" not in page
+    assert not ModelVersion.objects.exists()

@@ -1,10 +1,13 @@
 """References resolve to exactly one version, or to a clear error."""
 
+import pandas as pd
 import pytest
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
 
 from modelregistry import versions
-from modelregistry.models import Stage
-from tests.builders import make_version
+from modelregistry.models import RegisteredModel, Stage, TaskKind
+from tests.builders import IRIS_FEATURES, artifact_bytes, iris_estimator, make_model, make_version
 
 
 @pytest.mark.django_db
@@ -31,3 +34,35 @@ def test_unknown_references_raise_a_clear_error(ref: str, message: str) -> None:
     make_version("iris", stage=Stage.PRODUCTION)
     with pytest.raises(versions.UnknownModel, match=message):
         versions.resolve(ref)
+
+
+def named_estimator() -> LogisticRegression:
+    data = load_iris()
+    return LogisticRegression(max_iter=500).fit(
+        pd.DataFrame(data.data, columns=IRIS_FEATURES), data.target
+    )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("estimator", "features"),
+    [(iris_estimator, ["x0", "x1", "x2", "x3"]), (named_estimator, IRIS_FEATURES)],
+)
+def test_the_first_upload_sets_an_empty_schema_as_it_does_for_a_new_model(
+    private_artifacts, estimator, features: list[str]
+) -> None:
+    RegisteredModel.objects.create(name="manual4", task_kind=TaskKind.CLASSIFICATION)
+    version = versions.upload("manual4", artifact_bytes(estimator()))
+    assert version.registered_model.feature_names == features
+    assert RegisteredModel.objects.get(name="manual4").feature_names == features
+    assert versions.upload("fresh", artifact_bytes(estimator())).registered_model.feature_names == (
+        features
+    )
+
+
+@pytest.mark.django_db
+def test_an_upload_to_a_model_with_a_schema_must_still_fit_it(private_artifacts) -> None:
+    make_model("manual", TaskKind.CLASSIFICATION)  # ten features
+    with pytest.raises(versions.FeatureMismatch, match="takes 4 features, but manual's schema"):
+        versions.upload("manual", artifact_bytes(iris_estimator()))
+    assert RegisteredModel.objects.get(name="manual").feature_names == [f"x{i}" for i in range(10)]
