@@ -38,19 +38,24 @@ class StrictJSONParser(JSONParser):
             text = stream.read().decode(encoding)
         except UnicodeDecodeError:
             raise BadJSON(f"JSON parse error - the body is not {encoding} text") from None
-        try:
-            data = json.loads(
-                text,
-                parse_constant=_refuse_constant,
-                parse_float=_finite_float,
-                parse_int=_float_sized_int,
-            )
-        except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
-            raise BadJSON(f"JSON parse error - {exc}") from None
-        check_depth(data, settings.MAX_JSON_DEPTH)
-        if SURROGATE_ESCAPE.search(text):  # rare: most bodies skip the walk
-            check_text(data)
-        return data
+        return parse_text(text)
+
+
+def parse_text(text: str) -> Any:
+    """JSON text read as strictly as a request body (the admin's pasted rows); raises BadJSON."""
+    try:
+        data = json.loads(
+            text,
+            parse_constant=_refuse_constant,
+            parse_float=_finite_float,
+            parse_int=_float_sized_int,
+        )
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        raise BadJSON(f"JSON parse error - {exc}") from None
+    check_depth(data, settings.MAX_JSON_DEPTH)
+    if SURROGATE_ESCAPE.search(text):  # rare: most bodies skip the walk
+        check_text(data)
+    return data
 
 
 def check_depth(data: Any, limit: int) -> None:

@@ -13,6 +13,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django_celery_results.models import TaskResult
 
+from mlsite import parsers
 from mlsite.errors import DomainError
 from modelregistry import versions
 
@@ -65,18 +66,22 @@ class SubmitJobForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         # ModelForm.clean returns cleaned_data; the stubs allow None for overrides.
         data = cast(dict[str, Any], super().clean())
+        if "upload" in self.errors:
+            return data  # e.g. an empty file: its own error says so
         if bool(data.get("rows")) == bool(data.get("upload")):
             raise forms.ValidationError("Paste JSON rows or upload a file (one of the two).")
         try:
             version = versions.resolve(data.get("model_ref", ""))
             model = version.registered_model
             if data.get("rows"):
-                data["parsed_rows"] = inputs.check_rows(model, json.loads(data["rows"]))
+                # Parsed as the API parses a body: depth, huge numbers and NaN are refused.
+                rows = parsers.parse_text(data["rows"])
+                data["parsed_rows"] = inputs.check_rows(model, rows)
             else:
                 upload = data["upload"]
                 inputs.check_file(model, upload, upload.size, data.get("id_column", ""))
-        except json.JSONDecodeError as exc:
-            self.add_error("rows", f"not JSON: {exc}")
+        except parsers.BadJSON as exc:
+            self.add_error("rows", str(exc))
         except DomainError as exc:
             self.add_error(_form_field(exc.field), str(exc))
         return data

@@ -56,10 +56,15 @@ def check_row(features: list[str], row: Any, where: str) -> dict[str, float]:
 
 
 def check_number(value: Any, where: str) -> float:
+    if value is None:
+        raise BadInput(f"{where} is empty (null); it must be a number", field=where)
     # bool is an int in Python; a true/false feature value is almost always a client bug.
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise BadInput(f"{where} must be a number, got {type(value).__name__}", field=where)
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int past float range (the JSON parsers refuse it first)
+        raise BadInput(f"{where} is too large for a number", field=where) from None
     if not math.isfinite(number):
         raise BadInput(f"{where} must be a finite number", field=where)
     return number

@@ -52,7 +52,7 @@ def test_staff_submit_a_csv_from_the_add_page(admin_client) -> None:
 @pytest.mark.parametrize(
     ("form", "message"),
     [
-        ({"model_ref": "iris", "rows": "[{]"}, "not JSON"),
+        ({"model_ref": "iris", "rows": "[{]"}, "JSON parse error"),
         ({"model_ref": "nope", "rows": "[]"}, "no model named"),
         ({"model_ref": "iris", "rows": '[{"sepal_length": 1}]'}, "is missing"),
         ({"model_ref": "iris"}, "Paste JSON rows or upload a file"),
@@ -110,3 +110,43 @@ def test_staff_who_may_only_view_jobs_cannot_cancel_or_retry_them(admin_client) 
 
     job.refresh_from_db()
     assert job.status == Status.QUEUED
+
+
+def a_row(**values: object) -> str:
+    return json.dumps([{**iris_rows(1)[0], **values}])
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "JSON parse error - maximum recursion depth"),
+        ("[" * 40 + "]" * 40, "JSON parse error - nested deeper than 32 levels"),
+        (a_row().replace("5.1", "9" * 5000), "Exceeds the limit"),
+        (a_row().replace("5.1", "9" * 401), "is too large for a number"),
+        (a_row().replace("5.1", "1e999"), "is too large for a number"),
+        (a_row().replace("5.1", "NaN"), "NaN is not valid JSON"),
+    ],
+)
+def test_rows_the_api_would_refuse_as_bad_json_are_a_form_error(
+    admin_client, rows: str, message: str
+) -> None:
+    answer = admin_client.post(ADD_URL, {"model_ref": "iris", "rows": rows, "priority": 5})
+    assert answer.status_code == 200
+    assert message in answer.content.decode()
+    assert not PredictionJob.objects.exists()
+
+
+def test_a_null_feature_is_called_empty(admin_client) -> None:
+    answer = admin_client.post(
+        ADD_URL, {"model_ref": "iris", "rows": a_row(sepal_width=None), "priority": 5}
+    )
+    assert "inputs[0].sepal_width is empty (null); it must be a number" in answer.content.decode()
+
+
+def test_an_empty_file_shows_only_that_it_is_empty(admin_client) -> None:
+    upload = io.BytesIO(b"")
+    upload.name = "rows.csv"
+    answer = admin_client.post(ADD_URL, {"model_ref": "iris", "upload": upload, "priority": 5})
+    page = answer.content.decode()
+    assert "The submitted file is empty." in page
+    assert "Paste JSON rows" not in page
