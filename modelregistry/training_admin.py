@@ -41,8 +41,12 @@ class DatasetForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         data = cast(dict[str, Any], super().clean())  # ModelForm.clean returns cleaned_data
         builtin, upload = data.get("builtin"), data.get("file")
-        if bool(builtin) == bool(upload):
-            raise forms.ValidationError("Choose a built-in dataset or upload a file, not both.")
+        # On the field, not the form: a field with an error is left out of the model's
+        # constraint check, which would add its raw "dataset_is_builtin_or_file" message.
+        if not builtin and not upload:
+            self.add_error("builtin", "Choose a built-in dataset or upload a file.")
+        elif builtin and upload:
+            self.add_error("builtin", "Choose a built-in dataset or upload a file, not both.")
         if upload and hasattr(upload, "read"):
             try:
                 training.check_dataset_file(upload, upload.name, data.get("target_column", ""))

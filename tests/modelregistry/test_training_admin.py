@@ -138,3 +138,23 @@ def test_the_runs_list_shows_status_metrics_and_promotion(admin_client) -> None:
     assert "accuracy 0.9000" in page
     assert "Succeeded" in page and "Failed" in page
     assert "no training spec" in page
+
+
+@pytest.mark.parametrize(
+    ("builtin", "upload", "message"),
+    [
+        ("", None, "Choose a built-in dataset or upload a file."),
+        ("iris", b"a,y\n1,2\n", "Choose a built-in dataset or upload a file, not both."),
+    ],
+)
+def test_a_dataset_needs_exactly_one_source_and_says_so_once(
+    admin_client, builtin: str, upload: bytes | None, message: str
+) -> None:
+    form = {"name": "mine", "builtin": builtin, "target_column": "y", "description": ""}
+    if upload is not None:
+        form["file"] = SimpleUploadedFile("data.csv", upload, content_type="text/csv")
+    response = admin_client.post("/admin/modelregistry/dataset/add/", form)
+    page = response.content.decode()
+    assert page.count(message) == 1
+    assert "Constraint" not in page and ("not both" in message) == ("not both" in page)
+    assert not Dataset.objects.exists()
