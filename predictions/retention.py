@@ -9,6 +9,7 @@ django-celery-results rows of the same age go too, so both tables stay bounded.
 import contextlib
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
@@ -21,6 +22,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django_celery_results.models import GroupResult, TaskResult
 
+from .batching import work_dir
 from .models import FINISHED, BatchChunk, PredictionJob
 
 logger = logging.getLogger(__name__)
@@ -118,7 +120,21 @@ def purge_jobs(ids: list[UUID], now: datetime) -> tuple[int, int]:
     # Files go after the commit: a crash in between leaves an orphan file, never a row
     # that points at a deleted one.
     deleted = sum(_delete_stored(name) for name in names) + sum(_delete_part(p) for p in parts)
+    for job_id in locked:
+        _delete_work_dir(job_id)
     return purged, deleted
+
+
+def delete_job_files(job_id: UUID, names: list[str]) -> int:
+    """Delete a deleted job's stored files (upload, result, errors) and its batch work folder;
+    how many stored files went. Call it once the delete has committed."""
+    _delete_work_dir(job_id)
+    return sum(_delete_stored(name) for name in names)
+
+
+def _delete_work_dir(job_id: UUID) -> None:
+    # A batch that failed or was cancelled leaves its parts here; one that succeeded, nothing.
+    shutil.rmtree(work_dir(job_id), ignore_errors=True)
 
 
 def purge_task_results(before: datetime, batch_size: int, max_batches: int) -> int:

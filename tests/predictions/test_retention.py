@@ -12,7 +12,7 @@ from django.utils import timezone
 from django_celery_results.models import TaskResult
 
 from mlsite.tasks import purge_expired_results
-from predictions import retention
+from predictions import batching, retention
 from predictions.models import BatchChunk, ChunkStatus, Kind, PredictionJob, Status
 from tests.base import make_user
 from tests.builders import iris_rows, make_version
@@ -69,6 +69,18 @@ def test_an_expired_batch_job_loses_its_payload_and_files_but_keeps_its_summary(
     assert job.purged_at == NOW
     assert (job.status, job.rows_total, job.rows_done, job.rows_failed) == ("succeeded", 3, 3, 1)
     assert job.finished_at is not None
+
+
+@pytest.mark.django_db
+def test_an_expired_failed_batch_loses_the_parts_its_chunks_left() -> None:
+    job = finished_job(40, status=Status.FAILED, kind=Kind.BATCH, error_code="worker_lost")
+    parts = batching.work_dir(job.pk) / "parts"
+    parts.mkdir(parents=True)
+    (parts / "000000.csv").write_text("0,1.0,0.0,0.0\n")
+
+    retention.purge_expired(now=NOW, days=30)
+
+    assert not batching.work_dir(job.pk).exists()
 
 
 @pytest.mark.django_db
