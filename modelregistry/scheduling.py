@@ -2,6 +2,7 @@
 
 import json
 from datetime import datetime, timedelta, tzinfo
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from celery import schedules
@@ -65,6 +66,13 @@ def ensure_schedule(spec: TrainingSpec, *, every_seconds: int | None = None) -> 
         TrainingSpec.objects.filter(pk=spec.pk).update(periodic_task=task)
     spec.periodic_task = task
     return task
+
+
+def delete_schedule(instance: TrainingSpec, **kwargs: Any) -> None:
+    """A deleted spec's PeriodicTask goes with it (post_delete, connected in apps.py): left
+    enabled, beat would send a run of an unknown spec on every tick of its schedule."""
+    if instance.periodic_task_id is not None:
+        PeriodicTask.objects.filter(pk=instance.periodic_task_id).delete()
 
 
 def _interval(seconds: int) -> IntervalSchedule:

@@ -4,10 +4,12 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.test import Client
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from modelregistry import scheduling
 from modelregistry.models import RunStatus, RunTrigger, TrainingRun
+from tests.base import make_user
 from tests.builders import make_training_spec
 from tests.processes import start_beat, stop, wait_for
 
@@ -31,6 +33,25 @@ def test_scheduling_a_spec_creates_a_nightly_beat_task_that_names_it() -> None:
     assert spec.periodic_task == task
     assert scheduling.ensure_schedule(spec) == task  # opened, not created twice
     assert PeriodicTask.objects.count() == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("deleted_from", ["the spec's page", "the model's page"])
+def test_deleting_a_scheduled_spec_deletes_its_beat_task(deleted_from) -> None:
+    spec = make_training_spec()
+    scheduling.ensure_schedule(spec)
+    other = make_training_spec("iris2-nightly", model="iris2")
+    kept = scheduling.ensure_schedule(other)
+    client = Client()
+    client.force_login(make_user("root", staff=True, is_superuser=True))
+    page = {
+        "the spec's page": f"trainingspec/{spec.pk}/delete/",
+        "the model's page": f"registeredmodel/{spec.registered_model_id}/delete/",
+    }[deleted_from]
+
+    assert client.post(f"/admin/modelregistry/{page}", {"post": "yes"}).status_code == 302
+
+    assert list(PeriodicTask.objects.filter(task=scheduling.RETRAIN_TASK)) == [kept]
 
 
 @pytest.mark.django_db
