@@ -18,7 +18,7 @@ def metric_chart(runs: Sequence[TrainingRun], metric: str) -> SafeString:
         if isinstance(run.metrics.get(metric), int | float)
     ]
     if not points:
-        return format_html("<p>No finished run has a {} yet.</p>", metric)
+        return format_html("<p>No finished run has a score for {} yet.</p>", metric)
     values = [v for _, new, old in points for v in (new, old) if isinstance(v, int | float)]
     low, high = min(values), max(values)
     span = (high - low) or 1.0
