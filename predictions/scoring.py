@@ -1,5 +1,6 @@
 """Calling an estimator once for many rows, and shaping its answers as output rows."""
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -17,6 +18,13 @@ FOREST_FAST_PATH_ROWS = 5000
 # with the error at hand (a model that refuses every row must not cost a call per row).
 MAX_FAILED_CALLS = 64
 NOT_FINITE = "the model's answer for this row is not a finite number (an input out of its range?)"
+
+# We pass arrays whose columns are in the schema's order, which check_fits made the order the
+# estimator was fitted in, so this warning (twice a batch chunk, for a model fitted on a
+# DataFrame) says nothing. Registered once here: a per-call catch_warnings costs every job.
+warnings.filterwarnings(
+    "ignore", message="X does not have valid feature names, but", category=UserWarning
+)
 
 
 class ScoringFailed(DomainError):

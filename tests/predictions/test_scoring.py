@@ -7,6 +7,7 @@ from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
 from predictions import scoring
+from tests import processes
 
 
 def _data() -> tuple[np.ndarray, np.ndarray]:
@@ -92,3 +93,36 @@ def test_a_model_that_refuses_every_row_is_not_called_once_a_row() -> None:
     assert len(scored.failures) == 10_000
     assert len(scored.good) == 0
     assert model.calls <= 2 * scoring.MAX_FAILED_CALLS
+
+
+# A worker's process as it scores: a model fitted on a DataFrame, given arrays, then a model
+# that warns about something else.
+SCORE_IN_A_FRESH_PROCESS = """
+import warnings
+
+import numpy as np
+import pandas as pd
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+
+from predictions import scoring
+
+class Grumbling:
+    def predict(self, matrix):
+        warnings.warn("X has a feature the model never saw vary", UserWarning)
+        return np.zeros(len(matrix))
+
+data = load_iris(as_frame=True)
+model = LogisticRegression(max_iter=500).fit(data.data, data.target)
+scored = scoring.score_rows(model, data.data.to_numpy()[:5], with_probabilities=True)
+scoring.score_rows(Grumbling(), np.zeros((2, 4)), with_probabilities=False)
+print(scored.scores.predictions.tolist())
+"""
+
+
+def test_a_model_fitted_with_feature_names_scores_arrays_without_a_warning() -> None:
+    done = processes.run_python(["-c", SCORE_IN_A_FRESH_PROCESS], processes.process_env())
+
+    assert (done.returncode, done.stdout) == (0, "[0, 0, 0, 0, 0]\n"), done.stderr
+    assert "valid feature names" not in done.stderr
+    assert "X has a feature the model never saw vary" in done.stderr  # other warnings stay
