@@ -15,7 +15,6 @@ from django_celery_results.models import TaskResult
 
 from mlsite import parsers
 from mlsite.errors import DomainError
-from modelregistry import versions
 
 from . import inputs, running, submission
 from .models import BatchChunk, PredictionJob, Status
@@ -71,7 +70,7 @@ class SubmitJobForm(forms.ModelForm):
         if bool(data.get("rows")) == bool(data.get("upload")):
             raise forms.ValidationError("Paste JSON rows or upload a file (one of the two).")
         try:
-            version = versions.resolve(data.get("model_ref", ""))
+            version = submission.usable_version(data.get("model_ref", ""))
             model = version.registered_model
             if data.get("rows"):
                 # Parsed as the API parses a body: depth, huge numbers and NaN are refused.

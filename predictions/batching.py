@@ -152,6 +152,11 @@ def score_chunk(chunk_id: int, task_id: str = "", *, retrying: bool = False) -> 
     except DomainError as exc:
         running.fail(job.pk, exc.code, str(exc))
         return {"chunk": chunk_id, "job": str(job.pk), "error_code": exc.code}
+    except OSError:
+        if PredictionJob.objects.filter(pk=job.pk).exists():
+            raise
+        # Deleted while this chunk ran: its files went with it (predictions/signals.py).
+        return {"chunk": chunk_id, "job": str(job.pk), "skipped": "job deleted"}
     # The chunk is done only with its rows counted: written apart, a database lost between
     # the two left a done chunk whose rows no retry counted, and the job succeeded short of
     # them (PostgreSQL outage test: 19,500 of 20,000). Rolled back, the chunk stays running

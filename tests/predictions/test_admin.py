@@ -6,6 +6,7 @@ import json
 import pytest
 from django.test import Client
 
+from modelregistry.models import ModelVersion
 from predictions.models import Kind, PredictionJob, Status
 from tests.base import make_user, with_permissions
 from tests.builders import IRIS_FEATURES, iris_rows, make_version
@@ -150,3 +151,13 @@ def test_an_empty_file_shows_only_that_it_is_empty(admin_client) -> None:
     page = answer.content.decode()
     assert "The submitted file is empty." in page
     assert "Paste JSON rows" not in page
+
+
+def test_the_add_form_refuses_a_version_marked_unusable(admin_client) -> None:
+    ModelVersion.objects.update(is_usable=False, unusable_reason="bad hash")
+    answer = admin_client.post(
+        ADD_URL, {"model_ref": "iris", "rows": json.dumps(iris_rows(1)), "priority": 5}
+    )
+    assert answer.status_code == 200
+    assert "iris:1 is unusable (bad hash)" in answer.content.decode()
+    assert not PredictionJob.objects.exists()

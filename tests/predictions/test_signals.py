@@ -106,3 +106,24 @@ def test_a_rolled_back_delete_keeps_the_files(admin_client) -> None:
         raise RuntimeError("rolled back")
     assert PredictionJob.objects.filter(pk=job.pk, status=Status.RUNNING).exists()
     assert all(path.exists() for path in files)
+
+
+@override_settings(BATCH_CHUNK_ROWS=10)
+def test_a_chunk_whose_job_is_deleted_while_it_scores_ends_quietly(
+    admin_client, monkeypatch: pytest.MonkeyPatch, caplog, django_capture_on_commit_callbacks
+) -> None:
+    job = planned_batch(15)
+    scoring = batching._score_into_part
+
+    def deleted_meanwhile(chunk: object) -> tuple[int, int]:
+        with django_capture_on_commit_callbacks(execute=True):
+            PredictionJob.objects.filter(pk=job.pk).delete()  # its work folder goes with it
+        return scoring(chunk)  # writing the part finds no folder
+
+    monkeypatch.setattr(batching, "_score_into_part", deleted_meanwhile)
+
+    outcome = batching.score_chunk(chunk_ids(job)[0], "t")
+
+    assert outcome["skipped"] == "job deleted"
+    assert not batching.work_dir(job.pk).exists()
+    assert not [record for record in caplog.records if record.levelname == "ERROR"]
