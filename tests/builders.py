@@ -2,6 +2,7 @@
 
 import io
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import joblib
@@ -97,3 +98,11 @@ def make_training_spec(
         primary_metric=metric,
         **fields,
     )
+
+
+def flip_a_byte(version: ModelVersion) -> None:
+    """Corrupt the version's stored artifact, as a disk or a hand might."""
+    path = Path(version.artifact.path)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))

@@ -14,20 +14,13 @@ from modelregistry.models import ModelVersion, Stage
 from modelregistry.tasks import verify_version
 from predictions.models import PredictionJob
 from tests.base import make_user
-from tests.builders import iris_estimator, iris_rows, make_model, make_version
+from tests.builders import flip_a_byte, iris_estimator, iris_rows, make_model, make_version
 from tests.modelregistry.hostile import hostile_artifacts
 
 
 @pytest.fixture(autouse=True)
 def empty_cache() -> None:
     loader.clear_cache()
-
-
-def flip_a_byte(version: ModelVersion) -> None:
-    path = Path(version.artifact.path)
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    path.write_bytes(bytes(data))
 
 
 @pytest.mark.django_db

@@ -81,6 +81,17 @@ def post_file(content: bytes, name: str = "rows.csv", **fields: str):
     return client.post("/api/v1/jobs/", {"model": "iris", "file": upload, **fields})
 
 
+def scored_lines(lines: list[str]) -> PredictionJob:
+    """The job of these CSV lines, once the live worker has scored it successfully."""
+    answer = post_file(("\n".join(lines) + "\n").encode())
+    assert answer.status_code == 201, answer.json()
+    job_id = answer.json()["id"]
+    wait_for(lambda: PredictionJob.objects.get(pk=job_id).is_finished, 30, "the batch job")
+    job = PredictionJob.objects.get(pk=job_id)
+    assert job.status == Status.SUCCEEDED, (job.error_code, job.error_message)
+    return job
+
+
 @pytest.mark.django_db
 def test_a_csv_whose_lines_end_in_cr_alone_is_refused_at_upload() -> None:
     make_version()
@@ -120,13 +131,8 @@ def test_lines_with_the_wrong_number_of_cells_are_failed_rows_named_by_their_row
     lines = [",".join(IRIS_FEATURES), *RAGGED]
     if quoted:  # a quote anywhere sends the file through the Parquet conversion
         lines[1] = '"5.1",3.5,1.4,0.2'
-    answer = post_file(("\n".join(lines) + "\n").encode())
-    assert answer.status_code == 201, answer.json()
-    job_id = answer.json()["id"]
-    wait_for(lambda: PredictionJob.objects.get(pk=job_id).is_finished, 30, "the batch job")
-    job = PredictionJob.objects.get(pk=job_id)
+    job = scored_lines(lines)
 
-    assert job.status == Status.SUCCEEDED, (job.error_code, job.error_message)
     assert (job.rows_total, job.rows_done, job.rows_failed) == (6, 6, 4)
     assert len(read_csv(job.result_file)) == 1 + 2
     errors = read_csv(job.error_file)
@@ -147,13 +153,8 @@ def test_rows_of_a_later_chunk_keep_their_numbers_after_blank_and_ragged_lines(
     lines[20] = "1,2"
     lines[30] = "x,3.5,1.4,0.2"
     lines[420] = "6.0,,4.5,1.5"
-    answer = post_file(("\n".join(lines) + "\n").encode())
-    assert answer.status_code == 201, answer.json()
-    job_id = answer.json()["id"]
-    wait_for(lambda: PredictionJob.objects.get(pk=job_id).is_finished, 30, "the batch job")
-    job = PredictionJob.objects.get(pk=job_id)
+    job = scored_lines(lines)
 
-    assert job.status == Status.SUCCEEDED, (job.error_code, job.error_message)
     assert (job.rows_total, job.rows_done, job.rows_failed) == (449, 449, 3)
     errors = read_csv(job.error_file)
     assert [(row[0], row[2]) for row in errors[1:]] == [

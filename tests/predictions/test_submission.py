@@ -8,11 +8,11 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
 from modelregistry import loader
-from modelregistry.models import ModelVersion, Stage
+from modelregistry.models import Stage
 from predictions import submission
 from predictions.models import PredictionJob
 from tests.base import make_user
-from tests.builders import IRIS_FEATURES, iris_rows, make_version
+from tests.builders import IRIS_FEATURES, flip_a_byte, iris_rows, make_version
 
 
 def lose_the_race(monkeypatch) -> None:
@@ -90,13 +90,6 @@ def test_a_file_that_lost_an_idempotency_race_is_not_kept(monkeypatch) -> None:
 
     assert (second.pk, created) == (first.pk, False)
     assert [p for p in stored_uploads() if p not in before] == [Path(first.input_file.path)]
-
-
-def flip_a_byte(version: ModelVersion) -> None:
-    path = Path(version.artifact.path)
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    path.write_bytes(bytes(data))
 
 
 @pytest.mark.django_db
