@@ -105,11 +105,25 @@ def length_required(get_response: Callable[[HttpRequest], HttpResponse]) -> Call
     return middleware
 
 
-def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
-    """Django's 404 for an address no route matches: JSON under /api/, the page elsewhere."""
-    if request.path_info.startswith(API_PREFIX):
-        return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)
-    return defaults.page_not_found(request, exception)
+def json_not_found(get_response: Callable[[HttpRequest], HttpResponse]) -> Callable:
+    """Middleware: an address under /api/ that no route matches answers JSON 404.
+
+    Here rather than in handler404, which Django skips while DEBUG is on (as `make run` has
+    it) for its technical page. DRF's own 404s are Responses in the negotiated format and
+    pass as they are.
+    """
+
+    def middleware(request: HttpRequest) -> HttpResponse:
+        response = get_response(request)
+        if (
+            response.status_code == 404
+            and request.path_info.startswith(API_PREFIX)
+            and not isinstance(response, Response)
+        ):
+            return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)
+        return response
+
+    return middleware
 
 
 def server_error(request: HttpRequest) -> HttpResponse:

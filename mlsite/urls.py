@@ -9,8 +9,7 @@ from .admin_views import dashboard_view, job_progress_view
 from .health import healthz
 from .metrics import metrics_view
 
-# Under /api/ an address no route matches, or an error outside DRF, answers JSON too.
-handler404 = "mlsite.api.not_found"
+# Under /api/ an error outside DRF answers JSON too (an unknown address: api.json_not_found).
 handler500 = "mlsite.api.server_error"
 
 urlpatterns = [

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from django.test import override_settings
 from django.utils import timezone
 from rest_framework.exceptions import ParseError
 from rest_framework.test import APIClient
@@ -151,10 +152,12 @@ def test_a_lone_surrogate_in_a_body_is_a_400_in_json(body: str) -> None:
         "/api/nothing",
     ],
 )
-def test_an_unknown_address_under_the_api_is_a_json_404(path: str) -> None:
+@pytest.mark.parametrize("debug", [False, True], ids=["production", "make-run"])
+def test_an_unknown_address_under_the_api_is_a_json_404(path: str, debug: bool) -> None:
     client = APIClient()
     client.force_authenticate(make_user())
-    answer = client.get(path)
+    with override_settings(DEBUG=debug):  # DEBUG shows Django's technical 404 page instead
+        answer = client.get(path)
     assert answer.status_code == 404
     assert answer["Content-Type"] == "application/json"
     assert answer.json() == {"detail": "Not found.", "code": "not_found"}
