@@ -268,6 +268,8 @@ def merge_if_complete(job_id: UUID | str) -> bool:
     try:
         error_name = _merge(job, result_name)
     except OSError as exc:
+        if _gone_with_files(job.pk, result_name):
+            return False
         logger.exception("merging job %s failed", job_id)
         failing = partial(running.fail, job_id, "merge_failed", str(exc))
         dbretry.retrying(failing, "failing a batch job")
@@ -277,6 +279,19 @@ def merge_if_complete(job_id: UUID | str) -> bool:
     shutil.rmtree(work_dir(job.pk), ignore_errors=True)
     if finished:
         waiting.announce_finished([job.pk])
+    else:
+        _gone_with_files(job.pk, result_name, error_name)
+    return True
+
+
+def _gone_with_files(job_id: UUID, *names: str) -> bool:
+    """Whether the job was deleted while its parts were merged; if so, the merged files go
+    too (the files it had went with its row: predictions/signals.py)."""
+    if PredictionJob.objects.filter(pk=job_id).exists():
+        return False
+    for name in names:
+        if name:
+            default_storage.delete(name)
     return True
 
 

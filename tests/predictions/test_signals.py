@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import transaction
 from django.test import Client, override_settings
@@ -127,3 +128,26 @@ def test_a_chunk_whose_job_is_deleted_while_it_scores_ends_quietly(
     assert outcome["skipped"] == "job deleted"
     assert not batching.work_dir(job.pk).exists()
     assert not [record for record in caplog.records if record.levelname == "ERROR"]
+
+
+@override_settings(BATCH_CHUNK_ROWS=10)
+def test_a_job_deleted_while_its_parts_are_merged_leaves_no_merged_files(
+    admin_client, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks
+) -> None:
+    job = planned_batch(15, bad_rows=1)
+    first, last = chunk_ids(job)
+    batching.score_chunk(first, "t")
+    merging = batching._merge
+
+    def deleted_after_the_merge(merged: PredictionJob, result_name: str) -> str:
+        error_name = merging(merged, result_name)
+        with django_capture_on_commit_callbacks(execute=True):
+            PredictionJob.objects.filter(pk=job.pk).delete()
+        return error_name
+
+    monkeypatch.setattr(batching, "_merge", deleted_after_the_merge)
+
+    batching.score_chunk(last, "t")  # the last chunk merges
+
+    results = Path(default_storage.path("results"))
+    assert [path.name for path in results.glob(f"{job.pk}*")] == []
