@@ -64,6 +64,10 @@ def schema_problem(schema: Any) -> str | None:
     return None
 
 
+def _is_sound(schema: Any) -> bool:
+    return bool(schema) and schema_problem(schema) is None
+
+
 class RegisteredModel(models.Model):
     name = models.SlugField(
         "name", max_length=100, unique=True, help_text="Used in references: name, name:3."
@@ -115,7 +119,7 @@ class RegisteredModel(models.Model):
         if not self.has_versions():
             return False
         stored = RegisteredModel.objects.values_list("input_schema", flat=True).get(pk=self.pk)
-        return bool(stored) and schema_problem(stored) is None
+        return _is_sound(stored)
 
     def clean(self) -> None:
         if self.input_schema is None:  # null, or the form's box left blank
@@ -132,7 +136,7 @@ class RegisteredModel(models.Model):
         errors = {}
         if self.task_kind != stored.task_kind:
             errors["task_kind"] = f"The task kind {why}"
-        if self.has_fixed_schema() and self.input_schema != stored.input_schema:
+        if _is_sound(stored.input_schema) and self.input_schema != stored.input_schema:
             errors["input_schema"] = f"The schema {why}"
         elif not self.input_schema:
             errors["input_schema"] = "The schema must list the features its versions take."
