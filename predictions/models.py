@@ -192,8 +192,6 @@ class BatchChunk(models.Model):
         default="",
         help_text="The Celery task id scoring it; that task's own retry may take it back.",
     )
-    output_path = models.CharField("output part", max_length=300, blank=True, help_text="")
-    error_path = models.CharField("error part", max_length=300, blank=True, help_text="")
     updated_at = models.DateTimeField("updated", auto_now=True, help_text="")
 
     class Meta:

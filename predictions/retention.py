@@ -18,7 +18,7 @@ from uuid import UUID
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 from django_celery_results.models import GroupResult, TaskResult
 
@@ -107,7 +107,6 @@ def purge_jobs(ids: list[UUID], now: datetime) -> tuple[int, int]:
         locked = list(candidates.select_for_update().values_list("pk", flat=True))
         jobs = PredictionJob.objects.filter(pk__in=locked)
         names = _stored_files(jobs)
-        parts = _chunk_parts(jobs)
         BatchChunk.objects.filter(job__in=jobs).delete()
         purged = jobs.update(
             inputs=None,
@@ -119,7 +118,7 @@ def purge_jobs(ids: list[UUID], now: datetime) -> tuple[int, int]:
         )
     # Files go after the commit: a crash in between leaves an orphan file, never a row
     # that points at a deleted one.
-    deleted = sum(_delete_stored(name) for name in names) + sum(_delete_part(p) for p in parts)
+    deleted = sum(_delete_stored(name) for name in names)
     for job_id in locked:
         _delete_work_dir(job_id)
     return purged, deleted
@@ -160,11 +159,6 @@ def _stored_files(jobs: QuerySet[PredictionJob]) -> list[str]:
     return names
 
 
-def _chunk_parts(jobs: QuerySet[PredictionJob]) -> list[str]:
-    parts = BatchChunk.objects.filter(job__in=jobs).filter(~Q(output_path="") | ~Q(error_path=""))
-    return [path for row in parts.values_list("output_path", "error_path") for path in row if path]
-
-
 def _delete_stored(name: str) -> int:
     try:
         if not default_storage.exists(name):
@@ -172,19 +166,5 @@ def _delete_stored(name: str) -> int:
         default_storage.delete(name)
     except OSError:
         logger.warning("retention: could not delete stored file %s", name, exc_info=True)
-        return 0
-    return 1
-
-
-def _delete_part(path: str) -> int:
-    """A chunk part is a storage name, or an absolute path on a worker's scratch disk."""
-    if not os.path.isabs(path):
-        return _delete_stored(path)
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        return 0
-    except OSError:
-        logger.warning("retention: could not delete chunk part %s", path, exc_info=True)
         return 0
     return 1

@@ -52,16 +52,13 @@ def test_an_expired_batch_job_loses_its_payload_and_files_but_keeps_its_summary(
     job.result_file.name = stored("results/out.csv")
     job.error_file.name = stored("results/errors.csv")
     job.save()
-    part = stored("parts/chunk-0.csv")
-    BatchChunk.objects.create(
-        job=job, index=0, start_row=0, stop_row=3, status=ChunkStatus.DONE, output_path=part
-    )
-    files = [job.input_file.name, job.result_file.name, job.error_file.name, part]
+    BatchChunk.objects.create(job=job, index=0, start_row=0, stop_row=3, status=ChunkStatus.DONE)
+    files = [job.input_file.name, job.result_file.name, job.error_file.name]
 
     report = retention.purge_expired(now=NOW, days=30)
 
     job.refresh_from_db()
-    assert (report.jobs, report.files) == (1, 4)
+    assert (report.jobs, report.files) == (1, 3)
     assert job.inputs is None and job.outputs is None
     assert not job.input_file and not job.result_file and not job.error_file
     assert not any(default_storage.exists(name) for name in files)
