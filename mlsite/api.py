@@ -1,9 +1,11 @@
 """API plumbing shared by the apps: the one exception handler, the JSON answers Django gives
-for the API (404, 500, 411), and common permissions."""
+for the API (400, 404, 411, 413, 500), and common permissions."""
 
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework.exceptions import PermissionDenied, ValidationError
@@ -124,6 +126,23 @@ def json_not_found(get_response: Callable[[HttpRequest], HttpResponse]) -> Calla
         return response
 
     return middleware
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """Django's 400 (a body it refused to read): JSON under /api/, the page elsewhere; a body
+    over DATA_UPLOAD_MAX_MEMORY_SIZE (an admin form's pasted rows, say) is a 413 naming it."""
+    if isinstance(exception, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE or 0
+        detail = (
+            f"The request's form data is over the {limit:,}-byte limit; "
+            "send large inputs as a file."
+        )
+        if request.path_info.startswith(API_PREFIX):
+            return JsonResponse({"detail": detail, "code": "too_large"}, status=413)
+        return HttpResponse(f"<h1>Request too large (413)</h1><p>{detail}</p>", status=413)
+    if request.path_info.startswith(API_PREFIX):
+        return JsonResponse({"detail": "Bad request.", "code": "bad_request"}, status=400)
+    return defaults.bad_request(request, exception)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:

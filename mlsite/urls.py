@@ -10,6 +10,7 @@ from .health import healthz
 from .metrics import metrics_view
 
 # Under /api/ an error outside DRF answers JSON too (an unknown address: api.json_not_found).
+handler400 = "mlsite.api.bad_request"
 handler500 = "mlsite.api.server_error"
 
 urlpatterns = [

@@ -210,3 +210,27 @@ def test_an_error_outside_drf_answers_json_under_the_api_and_the_page_elsewhere(
     answer = api.server_error(RequestFactory().post("/api/v1/jobs/"))
     assert (answer.status_code, json.loads(answer.content)["code"]) == (500, "server_error")
     assert api.server_error(RequestFactory().get("/admin/"))["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.django_db
+def test_form_data_over_the_request_limit_is_a_413_in_json() -> None:
+    # A multipart body under the file limit whose text fields Django refuses to hold.
+    client = APIClient()
+    client.force_authenticate(make_user())
+    make_version()
+    with override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=1000):
+        answer = client.post("/api/v1/jobs/", {"model": "iris", "input": "x" * 2000})
+    assert answer.status_code == 413
+    assert answer.json()["code"] == "too_large"
+    assert "over the 1,000-byte limit; send large inputs as a file" in answer.json()["detail"]
+    assert PredictionJob.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_too_many_form_fields_is_a_400_in_json() -> None:
+    client = APIClient()
+    client.force_authenticate(make_user())
+    with override_settings(DATA_UPLOAD_MAX_NUMBER_FIELDS=10):
+        answer = client.post("/api/v1/jobs/", {f"f{i}": "1" for i in range(20)})
+    assert answer.status_code == 400
+    assert answer.json() == {"detail": "Bad request.", "code": "bad_request"}

@@ -4,7 +4,7 @@ import io
 import json
 
 import pytest
-from django.test import Client
+from django.test import Client, override_settings
 
 from modelregistry.models import ModelVersion
 from predictions.models import Kind, PredictionJob, Status
@@ -160,4 +160,13 @@ def test_the_add_form_refuses_a_version_marked_unusable(admin_client) -> None:
     )
     assert answer.status_code == 200
     assert "iris:1 is unusable (bad hash)" in answer.content.decode()
+    assert not PredictionJob.objects.exists()
+
+
+def test_rows_pasted_over_the_request_limit_are_a_413_that_names_it(admin_client) -> None:
+    rows = json.dumps(iris_rows(50))
+    with override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=len(rows) // 2):
+        answer = admin_client.post(ADD_URL, {"model_ref": "iris", "rows": rows, "priority": 5})
+    assert answer.status_code == 413
+    assert f"{len(rows) // 2:,}-byte limit; send large inputs as a file" in answer.content.decode()
     assert not PredictionJob.objects.exists()
