@@ -201,13 +201,15 @@ def _score_into_part(chunk: BatchChunk) -> tuple[int, int]:
     directory = work_dir(job.pk)
     rows = _read(chunk, model.feature_names)
     estimator = loader.load(job.version)  # raises ArtifactMismatch
-    is_classifier = model.task_kind == TaskKind.CLASSIFICATION
-    classes = list(estimator.classes_) if is_classifier and hasattr(estimator, "classes_") else []
+    with_probabilities = model.task_kind == TaskKind.CLASSIFICATION and scoring.gives_probabilities(
+        estimator
+    )
+    classes = list(estimator.classes_) if with_probabilities else []
     names = batchfiles.header(job.id_column, classes)
     failed = rows.errors  # (position in the chunk, reason)
     scored = 0
     if len(rows.good):
-        result = scoring.score_rows(estimator, rows.matrix, with_probabilities=is_classifier)
+        result = scoring.score_rows(estimator, rows.matrix, with_probabilities=with_probabilities)
         if result.failures:  # rows the model failed on, as positions in the chunk
             failed = sorted(
                 failed + [(int(rows.good[at]), why) for at, why in result.failures.items()]

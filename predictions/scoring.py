@@ -131,10 +131,16 @@ def _joined(parts: list[Scores]) -> Scores:
     return Scores(predictions, probabilities, parts[0].classes)
 
 
+def gives_probabilities(estimator: Any) -> bool:
+    """Whether a classifier answers probabilities by class (LinearSVC, RidgeClassifier and an
+    SVC without probability=True answer only a prediction)."""
+    return hasattr(estimator, "predict_proba") and hasattr(estimator, "classes_")
+
+
 def score(estimator: Any, matrix: np.ndarray, with_probabilities: bool) -> Scores:
     """One predict (and predict_proba) call for all rows; raises ScoringFailed."""
     try:
-        if not with_probabilities or not hasattr(estimator, "predict_proba"):
+        if not with_probabilities or not gives_probabilities(estimator):
             return Scores(np.asarray(estimator.predict(matrix)))
         probabilities = np.asarray(_predict_proba(estimator, matrix))
         classes = list(estimator.classes_)

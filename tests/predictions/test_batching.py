@@ -7,6 +7,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import OperationalError
 from django.test import override_settings
 from django_celery_results.models import TaskResult
+from sklearn.datasets import load_iris
+from sklearn.svm import LinearSVC
 
 from mlsite import dbretry, sending
 from predictions import batchfiles, batching, running, submission, taskresults, waiting
@@ -338,3 +340,21 @@ def test_rows_the_model_cannot_answer_go_to_the_error_file() -> None:
     errors = pd.read_csv(job.error_file.path, dtype=str)
     assert errors["row"].tolist() == ["4"]
     assert "not a finite number" in errors["error"].iloc[0]
+
+
+@override_settings(BATCH_CHUNK_ROWS=4)
+def test_a_classifier_without_probabilities_gives_a_prediction_column_only() -> None:
+    iris = load_iris()
+    svc = LinearSVC(random_state=0).fit(iris.data, iris.target)
+    version = make_version(estimator=svc)
+    rows = iris_rows(6)
+    job = submit_csv(pd.DataFrame(rows).to_csv(index=False))
+    batching.start(job.pk, "t")
+    for chunk_id in chunk_ids(job):
+        batching.score_chunk(chunk_id)
+
+    job.refresh_from_db()
+    assert (job.status, job.rows_done, job.rows_failed) == (Status.SUCCEEDED, 6, 0)
+    result = pd.read_csv(job.result_file.path)
+    assert list(result.columns) == ["prediction"]
+    assert result["prediction"].tolist() == in_process_predictions(version, rows).tolist()
