@@ -152,8 +152,13 @@ def server_error(request: HttpRequest) -> HttpResponse:
     return defaults.server_error(request)
 
 
-class IsStaff(BasePermission):
-    message = "Only staff may do this."
+def staff_with(permission: str) -> type[BasePermission]:
+    """A permission class: staff who also hold the given permission (app_label.codename)."""
 
-    def has_permission(self, request: Request, view: APIView) -> bool:
-        return bool(request.user and request.user.is_staff)
+    class StaffWithPermission(BasePermission):
+        message = f"Only staff with the {permission} permission may do this."
+
+        def has_permission(self, request: Request, view: APIView) -> bool:
+            return bool(request.user.is_staff and request.user.has_perm(permission))
+
+    return StaffWithPermission

@@ -228,7 +228,7 @@ class TrainingSpecAdmin(admin.ModelAdmin):
         )
         return format_html("<table>{}</table>", body)
 
-    @admin.action(description="Retrain now")
+    @admin.action(description="Retrain now", permissions=["change"])
     def retrain_selected(self, request: HttpRequest, specs: QuerySet[TrainingSpec]) -> None:
         queued, busy = 0, []
         for spec in specs:

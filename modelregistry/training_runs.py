@@ -46,11 +46,14 @@ class BadMessage(DomainError):
 def request_run(spec: TrainingSpec, trigger: str) -> TrainingRun:
     """A queued run of the spec, sent to the training queue once the row is committed.
 
-    Raises TrainingInProgress when a run of the spec is running right now.
+    Raises TrainingInProgress when a run of the spec is running, or queued and not yet
+    started (a second request, a double click, would only fail when the worker took it).
     """
-    busy = running_run(spec.pk)
+    busy = running_run(spec.pk) or _queued_run(spec.pk)
     if busy is not None:
-        raise TrainingInProgress(f"run {busy.pk} of {spec.name} is in progress; try again later")
+        raise TrainingInProgress(
+            f"run {busy.pk} of {spec.name} is {busy.status}; try again once it has finished"
+        )
     task_id = str(uuid4())
     with transaction.atomic():
         run = TrainingRun.objects.create(spec=spec, trigger=trigger, task_id=task_id)
@@ -72,6 +75,14 @@ def _send(run: TrainingRun) -> None:
 def running_run(spec_id: int, now: datetime | None = None) -> TrainingRun | None:
     fail_stale_runs(spec_id, now or timezone.now())
     return TrainingRun.objects.filter(spec_id=spec_id, status=RunStatus.RUNNING).first()
+
+
+def _queued_run(spec_id: int) -> TrainingRun | None:
+    """A queued run that may still start: one queued longer than a task may run is taken for
+    lost (its message with it) and does not hold the spec back."""
+    since = timezone.now() - timedelta(seconds=settings.TASK_TIME_LIMIT + 60)
+    queued = TrainingRun.objects.filter(spec_id=spec_id, status=RunStatus.QUEUED)
+    return queued.filter(created_at__gte=since).first()
 
 
 def fail_stale_runs(spec_id: int, now: datetime) -> int:

@@ -1,6 +1,6 @@
 """Registry endpoints: read models and versions; staff upload, promote and roll back."""
 
-from typing import Any, cast
+from typing import cast
 
 from django.contrib.auth.models import User
 from django.db.models import Count, OuterRef, QuerySet, Subquery
@@ -17,6 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.viewsets import GenericViewSet, ReadOnlyModelViewSet
 
+from mlsite.api import staff_with
 from mlsite.parsers import StrictJSONParser
 
 from .. import versions
@@ -33,18 +34,6 @@ from .registry_serializers import (
 UPLOAD_PERMISSION = "modelregistry.add_modelversion"
 CREATE_MODEL_PERMISSION = "modelregistry.add_registeredmodel"
 PROMOTE_PERMISSION = "modelregistry.change_modelversion"
-
-
-def staff_with(permission: str) -> type[BasePermission]:
-    """A permission class: staff who also hold the given registry permission."""
-
-    class StaffWithPermission(BasePermission):
-        message = f"Only staff with the {permission} permission may do this."
-
-        def has_permission(self, request: Request, view: Any) -> bool:
-            return bool(request.user.is_staff and request.user.has_perm(permission))
-
-    return StaffWithPermission
 
 
 def _signed_in(request: Request) -> User:

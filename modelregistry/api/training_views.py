@@ -1,4 +1,5 @@
-"""Training endpoints: everyone signed in reads specs and runs; staff start a run."""
+"""Training endpoints: everyone signed in reads specs and runs; staff who may change a spec
+start a run."""
 
 from typing import cast
 
@@ -11,11 +12,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.viewsets import ReadOnlyModelViewSet
 
-from mlsite.api import IsStaff
+from mlsite.api import staff_with
 
 from .. import training_runs
 from ..models import RunTrigger, TrainingRun, TrainingSpec
 from .training_serializers import TrainingRunSerializer, TrainingSpecSerializer
+
+RUN_PERMISSION = "modelregistry.change_trainingspec"
 
 
 class TrainingSpecViewSet(ReadOnlyModelViewSet):
@@ -28,13 +31,14 @@ class TrainingSpecViewSet(ReadOnlyModelViewSet):
 
     def get_permissions(self) -> list[BasePermission]:
         if self.action == "run":
-            return [IsAuthenticated(), IsStaff()]
+            return [IsAuthenticated(), staff_with(RUN_PERMISSION)()]
         return cast(list[BasePermission], super().get_permissions())  # instances of the classes
 
     @extend_schema(request=None, responses={202: TrainingRunSerializer})
     @action(detail=True, methods=["post"])
     def run(self, request: Request, pk: str | None = None) -> Response:
-        """Queue a run of the spec now (409 while one is in progress)."""
+        """Queue a run of the spec now: staff with "Can change training spec" (409 while one
+        is queued or running)."""
         run = training_runs.request_run(self.get_object(), RunTrigger.API)
         return Response(TrainingRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 

@@ -9,6 +9,7 @@ from django.test import Client
 from django_celery_beat.models import PeriodicTask
 
 from modelregistry.models import Dataset, RunStatus, RunTrigger, TrainingRun, TrainingSpec
+from tests.base import make_user, with_permissions
 from tests.builders import make_model, make_training_spec
 
 pytestmark = pytest.mark.django_db
@@ -68,8 +69,23 @@ def test_retrain_now_is_refused_while_a_run_is_in_progress(admin_client) -> None
 
     response = admin_client.post(spec_url(spec, "retrain/"), follow=True)
 
-    assert "is in progress" in response.content.decode()
+    assert "is running; try again once it has finished" in response.content.decode()
     assert TrainingRun.objects.count() == 1
+
+
+def test_retrain_now_is_an_action_only_for_staff_who_may_change_specs(admin_client) -> None:
+    make_training_spec()
+    viewer = with_permissions(make_user("viewer", staff=True), "view_trainingspec")
+    client = Client()
+    client.force_login(viewer)
+
+    page = client.get("/admin/modelregistry/trainingspec/").content.decode()
+
+    assert "retrain_selected" not in page
+    assert (
+        "retrain_selected"
+        in admin_client.get("/admin/modelregistry/trainingspec/").content.decode()
+    )
 
 
 def test_schedule_creates_the_beat_task_then_opens_it(admin_client) -> None:

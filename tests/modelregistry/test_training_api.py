@@ -1,12 +1,17 @@
 """The training API: specs and runs for everyone signed in; staff start runs."""
 
+from datetime import timedelta
+from unittest import mock
+
 import pytest
+from django.conf import settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from mlsite import sending
 from modelregistry import scheduling
 from modelregistry.models import RunStatus, RunTrigger, TrainingRun
-from tests.base import make_user, owner, staff
+from tests.base import make_user, owner, staff, with_permissions
 from tests.builders import make_training_spec
 from tests.processes import wait_for
 
@@ -81,6 +86,45 @@ def test_starting_a_run_while_one_is_in_progress_is_a_conflict() -> None:
     assert response.status_code == 409
     assert response.json()["code"] == "training_in_progress"
     assert TrainingRun.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_second_request_while_the_first_run_is_queued_is_a_conflict() -> None:
+    spec = make_training_spec()
+    client = client_for(staff())
+    with mock.patch.object(sending, "publish"):  # no worker here: the first run stays queued
+        first = client.post(f"/api/v1/training/specs/{spec.pk}/run/")
+        second = client.post(f"/api/v1/training/specs/{spec.pk}/run/")
+
+    assert first.status_code == 202
+    assert (second.status_code, second.json()["code"]) == (409, "training_in_progress")
+    assert "is queued" in second.json()["detail"]
+    assert TrainingRun.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_run_queued_longer_than_a_task_may_run_does_not_hold_the_spec_back() -> None:
+    spec = make_training_spec()
+    lost = TrainingRun.objects.create(spec=spec, trigger=RunTrigger.API)
+    long_ago = timezone.now() - timedelta(seconds=settings.TASK_TIME_LIMIT + 120)
+    TrainingRun.objects.filter(pk=lost.pk).update(created_at=long_ago)
+    with mock.patch.object(sending, "publish"):
+        response = client_for(staff()).post(f"/api/v1/training/specs/{spec.pk}/run/")
+
+    assert response.status_code == 202
+    assert TrainingRun.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_staff_who_may_not_change_the_spec_cannot_start_a_run() -> None:
+    # A run registers a version and may promote it: it is not for every staff member.
+    spec = make_training_spec()
+    viewer = with_permissions(make_user("viewer", staff=True), "view_trainingspec")
+
+    response = client_for(viewer).post(f"/api/v1/training/specs/{spec.pk}/run/")
+
+    assert (response.status_code, response.json()["code"]) == (403, "permission_denied")
+    assert not TrainingRun.objects.exists()
 
 
 @pytest.mark.django_db

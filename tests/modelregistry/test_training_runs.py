@@ -143,7 +143,8 @@ def test_two_runs_sent_at_once_never_overlap(live_worker) -> None:
         estimator=Estimator.RANDOM_FOREST_CLASSIFIER, params={"n_estimators": 300}
     )
     first = training_runs.request_run(spec, RunTrigger.ADMIN)
-    second = training_runs.request_run(spec, RunTrigger.ADMIN)
+    # Beat's message, sent while the first is queued (the admin and the API would refuse).
+    second = run_sent_by_message(timeout=120, spec_id=spec.pk, trigger=RunTrigger.SCHEDULE)
 
     outcomes = sorted([finished(first).status, finished(second).status])
 
