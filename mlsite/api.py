@@ -8,7 +8,9 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
+from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -17,6 +19,7 @@ from rest_framework.settings import api_settings
 from rest_framework.views import APIView, exception_handler
 
 from .errors import DomainError
+from .parsers import StrictJSONParser
 
 API_PREFIX = "/api/"
 
@@ -162,3 +165,10 @@ def staff_with(permission: str) -> type[BasePermission]:
             return bool(request.user.is_staff and request.user.has_perm(permission))
 
     return StaffWithPermission
+
+
+class ObtainToken(ObtainAuthToken):
+    """DRF's token view, reading JSON like every other endpoint: its own parser list held
+    DRF's plain JSON parser, which turned a deeply nested body into a 500 for anyone."""
+
+    parser_classes = (StrictJSONParser, FormParser, MultiPartParser)

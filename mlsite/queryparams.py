@@ -1,12 +1,16 @@
-"""How the API reads ?format= and ?page=: a value that can never be right is a 400.
+"""How the API reads ?format=, ?page= and filters: a value that can never be right is a 400,
+and a list's filters apply to lists only.
 
 Apart from mlsite.api because DRF imports these classes (named in settings) while it builds
 APIView, so this module must not import rest_framework.views.
 """
 
 from collections.abc import Iterable
+from typing import Any
 
 from django.core.paginator import Paginator
+from django.db.models import QuerySet
+from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.renderers import BaseRenderer
@@ -14,6 +18,17 @@ from rest_framework.request import Request
 from rest_framework.settings import api_settings
 
 from .errors import BadInput
+
+
+class ListFilters(DjangoFilterBackend):
+    """django-filter's backend for list actions alone. DRF's get_object() filters its queryset
+    too, so ?status=failed or ?model=wine on a succeeded iris job's own address (its result,
+    its cancel) answered 404 as if the job did not exist."""
+
+    def filter_queryset(self, request: Request, queryset: QuerySet, view: Any) -> QuerySet:
+        if getattr(view, "action", "list") != "list":
+            return queryset
+        return super().filter_queryset(request, queryset, view)
 
 
 class FormatNegotiation(DefaultContentNegotiation):

@@ -220,7 +220,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "mlsite.queryparams.PageNumbers",
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "mlsite.queryparams.FormatNegotiation",
     "PAGE_SIZE": 50,
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_FILTER_BACKENDS": ["mlsite.queryparams.ListFilters"],
     "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
     # A short window: DRF keeps (and pickles, on every request) one timestamp per request in
     # the window, so "100000/hour" cost a heavy user milliseconds per request.

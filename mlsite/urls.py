@@ -3,15 +3,24 @@
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
-from rest_framework.authtoken.views import obtain_auth_token
+from rest_framework.routers import APIRootView
 
 from .admin_views import dashboard_view, job_progress_view
+from .api import ObtainToken
 from .health import healthz
 from .metrics import metrics_view
 
 # Under /api/ an error outside DRF answers JSON too (an unknown address: api.json_not_found).
 handler400 = "mlsite.api.bad_request"
 handler500 = "mlsite.api.server_error"
+
+# What GET /api/v1/ lists (the routers' own roots would each list only their app).
+API_ROOT = {
+    "jobs": "job-list",
+    "models": "model-list",
+    "training/specs": "training-spec-list",
+    "training/runs": "training-run-list",
+}
 
 urlpatterns = [
     path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="admin-dashboard"),
@@ -23,7 +32,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics_view, name="metrics"),
-    path("api/v1/auth/token/", obtain_auth_token, name="api-token"),
+    path("api/v1/auth/token/", ObtainToken.as_view(), name="api-token"),
+    path("api/v1/", APIRootView.as_view(api_root_dict=API_ROOT), name="api-root"),
     # Jobs first: a request tries every route of an include that comes before its own.
     path("api/v1/", include("predictions.api.urls")),
     path("api/v1/", include("modelregistry.api.urls")),

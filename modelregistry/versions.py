@@ -125,7 +125,11 @@ def register_version(
             description=description,
         )
         version.artifact.save("artifact", File(artifact), save=False)
-        version.save()
+        try:
+            version.save()
+        except BaseException:  # no row will point at the file
+            version.artifact.delete(save=False)
+            raise
     return version
 
 

@@ -5,6 +5,7 @@ from typing import Any
 from rest_framework import serializers
 
 from mlsite.api import refuse_unknown_fields
+from mlsite.parsers import StrictJSONField
 
 from ..models import ArtifactFormat, ModelVersion, RegisteredModel, Stage, StageChange
 
@@ -79,7 +80,7 @@ class UploadSerializer(serializers.Serializer):
         help_text="Defaults to skops for a .skops file name, else joblib.",
     )
     description = serializers.CharField(required=False, allow_blank=True, default="")
-    metrics = serializers.JSONField(
+    metrics = StrictJSONField(
         required=False, binary=True, help_text='Holdout metrics, e.g. {"accuracy": 0.97}.'
     )
 

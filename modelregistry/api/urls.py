@@ -1,12 +1,12 @@
 """API routes."""
 
 from django.urls import path
-from rest_framework.routers import DefaultRouter
+from rest_framework.routers import SimpleRouter
 
 from .registry_views import ModelVersionViewSet, RegisteredModelViewSet
 from .training_views import TrainingRunViewSet, TrainingSpecViewSet
 
-router = DefaultRouter()
+router = SimpleRouter()  # as predictions/api/urls.py
 router.register("models", RegisteredModelViewSet, basename="model")
 router.register("training/specs", TrainingSpecViewSet, basename="training-spec")
 router.register("training/runs", TrainingRunViewSet, basename="training-run")

@@ -8,6 +8,7 @@ from rest_framework import serializers
 from rest_framework.utils.serializer_helpers import BindingDict
 
 from mlsite.api import refuse_unknown_fields
+from mlsite.parsers import StrictJSONField
 
 from ..models import Kind, PredictionJob, Status
 
@@ -41,8 +42,8 @@ IDEMPOTENCY_HELP = (
 
 class SubmitRowsSerializer(IncomingSerializer):
     model = serializers.CharField(max_length=120, help_text="iris, iris@staging or iris:3.")
-    inputs = serializers.JSONField(required=False, help_text="A list of {feature: number} rows.")
-    input = serializers.JSONField(required=False, help_text="One {feature: number} row.")
+    inputs = StrictJSONField(required=False, help_text="A list of {feature: number} rows.")
+    input = StrictJSONField(required=False, help_text="One {feature: number} row.")
     priority = serializers.IntegerField(min_value=0, max_value=9, default=5)
     idempotency_key = serializers.CharField(
         max_length=200, required=False, default="", allow_blank=True, help_text=IDEMPOTENCY_HELP

@@ -6,6 +6,8 @@ import json
 import os
 import secrets
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 import redis
@@ -234,3 +236,85 @@ def test_too_many_form_fields_is_a_400_in_json() -> None:
         answer = client.post("/api/v1/jobs/", {f"f{i}": "1" for i in range(20)})
     assert answer.status_code == 400
     assert answer.json() == {"detail": "Bad request.", "code": "bad_request"}
+
+
+DEEP = "[" * 1000 + "]" * 1000
+
+
+def post_form(client: APIClient, path: str, fields: dict[str, str]) -> Any:
+    """A url-encoded POST, as curl --data-urlencode sends it."""
+    return client.post(path, urlencode(fields), content_type="application/x-www-form-urlencoded")
+
+
+@pytest.mark.django_db
+def test_deep_json_to_the_token_endpoint_is_a_400_for_anyone() -> None:
+    body = '{"username": ' + DEEP + ', "password": "x"}'
+    answer = APIClient().post("/api/v1/auth/token/", body, content_type="application/json")
+    assert (answer.status_code, answer.json()["code"]) == (400, "bad_json")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("field", ["input", "inputs"])
+@pytest.mark.parametrize("value", [DEEP, "[" * 40 + "]" * 40], ids=["recursion", "over-depth"])
+def test_deep_json_in_a_form_field_is_a_400_and_no_job(field: str, value: str) -> None:
+    make_version()
+    client = APIClient()
+    client.force_authenticate(make_user())
+    answer = post_form(client, "/api/v1/jobs/", {"model": "iris", field: value})
+    assert (answer.status_code, answer.json()["code"]) == (400, "bad_json")
+    assert PredictionJob.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_form_job_is_taken_like_a_json_one() -> None:
+    make_version()
+    client = APIClient()
+    client.force_authenticate(make_user())
+    answer = post_form(
+        client, "/api/v1/jobs/", {"model": "iris", "input": json.dumps(iris_rows(1)[0])}
+    )
+    assert answer.status_code == 201, answer.json()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", "/api/v1/jobs/{job}.json"),
+        ("get", "/api/v1/jobs/{job}/result.csv"),
+        ("post", "/api/v1/jobs.json"),
+        ("post", "/api/v1/jobs/{job}/cancel.json"),
+        ("get", "/api/v1/models/0.5/"),
+        ("post", "/api/v1/training/specs/1/run.json"),
+    ],
+)
+def test_a_format_suffix_is_an_unknown_address_not_a_500(method: str, path: str) -> None:
+    user = make_user(staff=True)
+    job = PredictionJob.objects.create(owner=user, version=make_version(), inputs=[], rows_total=0)
+    client = APIClient()
+    client.force_authenticate(user)
+    answer = getattr(client, method)(path.format(job=job.pk))
+    assert answer.status_code == 404
+    assert answer.json() == {"detail": "Not found.", "code": "not_found"}
+
+
+@pytest.mark.django_db
+def test_the_api_root_lists_every_collection() -> None:
+    client = APIClient()
+    client.force_authenticate(make_user())
+    answer = client.get("/api/v1/")
+    assert answer.status_code == 200
+    assert sorted(answer.json()) == ["jobs", "models", "training/runs", "training/specs"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("query", ["?status=failed", "?model=wine", "?kind=batch"])
+def test_list_filters_do_not_hide_a_job_at_its_own_address(query: str) -> None:
+    user = make_user()
+    job = PredictionJob.objects.create(
+        owner=user, version=make_version(), inputs=[], rows_total=0, status=Status.SUCCEEDED
+    )
+    client = APIClient()
+    client.force_authenticate(user)
+    assert client.get(f"/api/v1/jobs/{job.pk}/{query}").status_code == 200
+    assert client.get(f"/api/v1/jobs/{query}").json()["count"] == 0

@@ -1,16 +1,18 @@
 """The registry API: everyone signed in reads; only staff with the permission upload or promote."""
 
 import io
+import math
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from django.conf import settings
+from django.db import DatabaseError
 from rest_framework.test import APIClient
 from sklearn.datasets import load_diabetes, load_iris
 from sklearn.linear_model import LogisticRegression
 
-from modelregistry import artifacts
+from modelregistry import artifacts, versions
 from modelregistry.models import ModelVersion, RegisteredModel, Stage
 from tests.base import make_user, staff, stranger
 from tests.builders import IRIS_FEATURES, artifact_bytes, diabetes_estimator, make_version
@@ -71,6 +73,29 @@ def test_a_second_upload_becomes_version_two_with_its_metrics(as_staff) -> None:
     response = upload(as_staff, "flowers", data, metrics='{"accuracy": 0.97}')
     assert response.status_code == 201
     assert (response.json()["version"], response.json()["metrics"]) == (2, {"accuracy": 0.97})
+
+
+@pytest.mark.parametrize(
+    "metrics", ['{"accuracy": 1e999}', "[" * 1000 + "]" * 1000], ids=["infinite", "deep"]
+)
+def test_metrics_json_cannot_mean_is_a_400_and_nothing_is_stored(as_staff, metrics) -> None:
+    data = artifact_bytes(iris_frame_estimator()).getvalue()
+    response = upload(as_staff, "flowers", data, metrics=metrics)
+    assert (response.status_code, response.json()["code"]) == (400, "bad_json")
+    assert stored_artifacts("flowers") == []
+
+
+def test_a_version_the_database_refuses_leaves_no_artifact_file(as_staff) -> None:
+    upload(as_staff, "flowers", artifact_bytes(iris_frame_estimator()).getvalue())
+    model = RegisteredModel.objects.get(name="flowers")
+    with pytest.raises(DatabaseError):  # an infinity is no JSON: the row cannot be written
+        versions.register_version(
+            model,
+            artifact_bytes(iris_frame_estimator()),
+            estimator_class="LogisticRegression",
+            metrics={"accuracy": math.inf},
+        )
+    assert [path.name for path in stored_artifacts("flowers")] == ["v1.joblib"]
 
 
 def test_a_skops_upload_is_registered_in_that_format(as_staff) -> None:
