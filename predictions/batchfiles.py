@@ -515,6 +515,16 @@ def header(id_column: str, classes: Sequence[Any] | None) -> list[str]:
     return [escape_formula(name) for name in names]
 
 
+def error_header(id_column: str) -> list[str]:
+    """The error file's columns: row number, the id column (or "id"), reason."""
+    return [escape_formula(name) for name in ("row", id_column or "id", "error")]
+
+
+def empty_errors(id_column: str) -> bytes:
+    """The error file of a job none of whose rows failed: its header line alone."""
+    return _csv_line(error_header(id_column)).encode("utf-8")
+
+
 def write_part(
     path: Path,
     ids: np.ndarray | None,

@@ -308,8 +308,8 @@ def _merge(job: PredictionJob, result_name: str) -> str:
     if not errors:
         return ""
     error_name = f"results/{job.pk}.errors.csv"
-    error_header = ["row", *([job.id_column] if job.id_column else ["id"]), "error"]
-    batchfiles.concatenate(Path(default_storage.path(error_name)), error_header, errors)
+    header = batchfiles.error_header(job.id_column)
+    batchfiles.concatenate(Path(default_storage.path(error_name)), header, errors)
     return error_name
 
 

@@ -15,7 +15,7 @@ from rest_framework.renderers import BaseRenderer
 
 from mlsite.errors import Conflict, DomainError
 
-from ..batchfiles import ESCAPED_STARTS, escape_formula, unescape_formula
+from ..batchfiles import ESCAPED_STARTS, empty_errors, escape_formula, unescape_formula
 from ..models import Kind, PredictionJob, Status
 
 PARQUET_TYPE = "application/vnd.apache.parquet"
@@ -143,7 +143,12 @@ def parquet_response(job: PredictionJob) -> HttpResponse:
     return response
 
 
-def errors_response(job: PredictionJob) -> FileResponse:
-    response = FileResponse(job.error_file.open("rb"), content_type="text/csv")
+def errors_response(job: PredictionJob) -> HttpResponse | FileResponse:
+    """The error file; for a job with no failed rows, its header alone."""
+    response: HttpResponse | FileResponse
+    if job.error_file:
+        response = FileResponse(job.error_file.open("rb"), content_type="text/csv")
+    else:
+        response = HttpResponse(empty_errors(job.id_column), content_type="text/csv")
     response["Content-Disposition"] = f'attachment; filename="{job.pk}.errors.csv"'
     return response

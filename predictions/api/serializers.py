@@ -111,6 +111,7 @@ class JobSerializer(serializers.ModelSerializer):
             "created_at",
             "started_at",
             "finished_at",
+            "purged_at",
             "result_url",
             "error_file_url",
         ]
@@ -142,14 +143,18 @@ class JobSerializer(serializers.ModelSerializer):
             "created_at": _time(job.created_at),
             "started_at": _time(job.started_at),
             "finished_at": _time(job.finished_at),
+            "purged_at": _time(job.purged_at),
             "result_url": self.get_result_url(job),
             "error_file_url": self.get_error_file_url(job),
         }
 
     def get_result_url(self, job: PredictionJob) -> str | None:
-        if job.status != Status.SUCCEEDED:
+        """Where the result is, once there is one: a batch job's as CSV, since one of more
+        than MAX_JSON_RESULT_ROWS rows is too large for JSON (the endpoint's default)."""
+        if job.status != Status.SUCCEEDED or job.purged_at is not None:
             return None
-        return self._absolute(reverse("job-result", args=[job.pk]))
+        path = reverse("job-result", args=[job.pk])
+        return self._absolute(f"{path}?format=csv" if job.kind == Kind.BATCH else path)
 
     def get_error_file_url(self, job: PredictionJob) -> str | None:
         if job.status != Status.SUCCEEDED or not job.error_file:

@@ -8,11 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone
 from rest_framework.test import APIClient
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
-from predictions import batching, running, submission
+from predictions import batching, retention, running, submission
 from predictions.models import BatchChunk, PredictionJob
 from tests.base import make_user
 from tests.builders import IRIS_FEATURES, iris_rows, make_version
@@ -106,3 +107,35 @@ def test_a_single_jobs_csv_escapes_text_labels_too() -> None:
 
     escaped = {'=HYPERLINK("x")': '\'=HYPERLINK("x")', "setosa": "setosa", "'=q": "''=q"}
     assert result["prediction"].tolist() == [escaped[label] for label in expected_labels(rows)]
+
+
+def test_a_batch_without_failed_rows_has_an_error_file_of_its_header_alone() -> None:
+    make_version()
+    job = scored_batch(iris_rows(3), ["a", "b", "c"])
+    assert job.rows_failed == 0
+    client = APIClient()
+    client.force_authenticate(job.owner)
+
+    answer = client.get(f"/api/v1/jobs/{job.pk}/errors/")
+
+    assert answer.status_code == 200
+    assert b"".join(answer.streaming_content if answer.streaming else [answer.content]) == (
+        b"row,key,error\n"
+    )
+
+
+def test_a_batch_jobs_result_url_answers_csv_until_retention_purges_it() -> None:
+    make_version()
+    job = scored_batch(iris_rows(3), ["a", "b", "c"])
+    client = APIClient()
+    client.force_authenticate(job.owner)
+
+    shown = client.get(f"/api/v1/jobs/{job.pk}/").json()
+    assert shown["result_url"].endswith(f"/api/v1/jobs/{job.pk}/result/?format=csv")
+    assert shown["purged_at"] is None
+    assert client.get(shown["result_url"])["Content-Type"] == "text/csv"
+
+    retention.purge_jobs([job.pk], timezone.now())
+    purged = client.get(f"/api/v1/jobs/{job.pk}/").json()
+    assert (purged["result_url"], purged["error_file_url"]) == (None, None)
+    assert purged["purged_at"] is not None
