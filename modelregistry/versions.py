@@ -62,7 +62,9 @@ _resolved: FreshCache[ModelVersion] = FreshCache()
 def _resolve(ref: str) -> ModelVersion:
     match = REF_PATTERN.match(ref.strip())
     if not match:
-        raise UnknownModel(f"{ref!r} is not a model reference (name, name@staging, name:3)")
+        raise UnknownModel(
+            f"{ref!r} is not a model reference (name, name@staging, name:3)", field="model"
+        )
     name = match["name"]
     versions = ModelVersion.objects.select_related("registered_model").filter(
         registered_model__name=name
@@ -79,8 +81,8 @@ def _resolve(ref: str) -> ModelVersion:
     if version is not None:
         return version
     if not RegisteredModel.objects.filter(name=name).exists():
-        raise UnknownModel(f"no model named {name!r}")
-    raise UnknownModel(missing)
+        raise UnknownModel(f"no model named {name!r}", field="model")
+    raise UnknownModel(missing, field="model")
 
 
 def sha256_of(stream: IO[bytes]) -> str:

@@ -95,7 +95,7 @@ def test_nan_and_infinity_are_refused(owner_client, literal) -> None:
 
 def test_an_unknown_model_is_refused(owner_client) -> None:
     answer = post(owner_client, {"model": "nope", "inputs": iris_rows(1)})
-    assert (answer["http"], answer["code"]) == (404, "unknown_model")
+    assert (answer["http"], answer["code"], answer["field"]) == (404, "unknown_model", "model")
 
 
 @pytest.mark.parametrize(
