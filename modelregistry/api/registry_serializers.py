@@ -93,6 +93,7 @@ class UploadSerializer(serializers.Serializer):
         return metrics
 
     def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        refuse_unknown_fields(self)  # a misspelt "metric" or "desc" is not dropped in silence
         if "format" not in data:
             is_skops = data["file"].name.lower().endswith(".skops")
             data["format"] = ArtifactFormat.SKOPS if is_skops else ArtifactFormat.JOBLIB

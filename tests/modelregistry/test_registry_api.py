@@ -85,6 +85,14 @@ def test_metrics_json_cannot_mean_is_a_400_and_nothing_is_stored(as_staff, metri
     assert stored_artifacts("flowers") == []
 
 
+def test_an_upload_with_a_field_it_does_not_know_is_refused(as_staff) -> None:
+    data = artifact_bytes(iris_frame_estimator()).getvalue()
+    response = upload(as_staff, "flowers", data, metric='{"accuracy": 0.9}')
+    assert response.status_code == 400
+    assert (response.json()["code"], response.json()["field"]) == ("invalid", "metric")
+    assert stored_artifacts("flowers") == []
+
+
 def test_a_version_the_database_refuses_leaves_no_artifact_file(as_staff) -> None:
     upload(as_staff, "flowers", artifact_bytes(iris_frame_estimator()).getvalue())
     model = RegisteredModel.objects.get(name="flowers")
