@@ -80,11 +80,12 @@ class JobFilter(django_filters.FilterSet):
         self, jobs: QuerySet[PredictionJob], name: str, value: str
     ) -> QuerySet[PredictionJob]:
         model_name, colon, number = value.partition(":")
+        # name@staging would match nothing in silence: a stage's version changes over time.
+        if "@" in model_name or (colon and not (number.isascii() and number.isdigit())):
+            raise BadInput("model must be a model name, or name:N for its version N", field=name)
         jobs = jobs.filter(version__registered_model__name=model_name)
         if not colon:
             return jobs
-        if not (number.isascii() and number.isdigit()):
-            raise BadInput("model must be a model name, or name:N for its version N", field=name)
         return jobs.filter(version__number=int(number))
 
 

@@ -204,8 +204,9 @@ def test_the_list_filters_by_model_version_and_by_several_statuses(owner_client)
     assert listed("model=iris:3") == []
     assert sorted(listed("status=cancelled&status=queued")) == sorted([first, second])
     assert listed("status=cancelled") == [first]
-    answer = owner_client.get("/api/v1/jobs/?model=iris:x")
-    assert (answer.status_code, answer.json()["field"]) == (400, "model")
+    for query in ["model=iris:x", "model=iris@staging"]:
+        answer = owner_client.get(f"/api/v1/jobs/?{query}")
+        assert (answer.status_code, answer.json()["field"]) == (400, "model")
 
 
 def test_owner_status_and_outputs_cannot_be_written(owner_client) -> None:
