@@ -29,7 +29,13 @@ class RegisteredModelSerializer(serializers.ModelSerializer):
 
 
 class StageChangeSerializer(serializers.ModelSerializer):
-    changed_by = serializers.CharField(source="changed_by.username", default=None)
+    changed_by = serializers.CharField(
+        source="changed_by.username",
+        read_only=True,
+        allow_null=True,
+        help_text="Null when no user made the change (the demo seed, a training run's "
+        "promotion) or the user was deleted.",
+    )
 
     class Meta:
         model = StageChange
@@ -40,7 +46,13 @@ class ModelVersionSerializer(serializers.ModelSerializer):
     model = serializers.CharField(source="registered_model.name", read_only=True)
     version = serializers.IntegerField(source="number", read_only=True)
     format = serializers.CharField(source="artifact_format", read_only=True)
-    created_by = serializers.CharField(source="created_by.username", default=None)
+    created_by = serializers.CharField(
+        source="created_by.username",
+        read_only=True,
+        allow_null=True,
+        help_text="Null when no user made it (the demo seed, a training run) or the user was "
+        "deleted.",
+    )
 
     class Meta:
         model = ModelVersion

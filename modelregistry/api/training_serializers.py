@@ -58,8 +58,16 @@ class TrainingSpecSerializer(serializers.ModelSerializer):
 
 
 class TrainingRunSerializer(serializers.ModelSerializer):
-    spec_name = serializers.CharField(source="spec.name", read_only=True, default=None)
-    version = serializers.CharField(source="version.ref", read_only=True, default=None)
+    spec_name = serializers.CharField(
+        source="spec.name", read_only=True, allow_null=True, help_text="Null when spec is."
+    )
+    version = serializers.CharField(
+        source="version.ref",
+        read_only=True,
+        allow_null=True,
+        help_text="The version it registered: null unless it succeeded (or once that version "
+        "is deleted).",
+    )
 
     class Meta:
         model = TrainingRun

@@ -48,6 +48,20 @@ def test_an_item_endpoint_documents_its_404(schema: dict) -> None:
     assert "404" in detail["responses"]
 
 
+@pytest.mark.parametrize(
+    "component, field",
+    [
+        ("ModelVersion", "created_by"),  # versions the demo seeding made have no creator
+        ("ModelVersionDetail", "created_by"),
+        ("StageChange", "changed_by"),
+        ("TrainingRun", "version"),  # a queued or failed run made none
+        ("TrainingRun", "spec_name"),  # a run of a spec that was deleted
+    ],
+)
+def test_a_field_that_can_be_null_is_nullable(schema: dict, component: str, field: str) -> None:
+    assert schema["components"]["schemas"][component]["properties"][field]["nullable"] is True
+
+
 @pytest.mark.django_db
 def test_the_schema_swagger_and_redoc_pages_are_served() -> None:
     client = Client()

@@ -14,6 +14,7 @@ from sklearn.linear_model import LogisticRegression
 
 from modelregistry import artifacts, versions
 from modelregistry.models import ModelVersion, RegisteredModel, Stage
+from modelregistry.versions import promote
 from tests.base import make_user, staff, stranger
 from tests.builders import IRIS_FEATURES, artifact_bytes, diabetes_estimator, make_version
 from tests.modelregistry.hostile import hostile_artifacts
@@ -206,6 +207,17 @@ def test_everyone_signed_in_reads_models_and_versions() -> None:
         (1, "archived", versions[1]["sha256"]),
     ]
     assert client.get("/api/v1/models/iris/versions/2/").json()["stage_history"] == []
+
+
+@pytest.mark.django_db
+def test_a_version_no_user_made_or_promoted_answers_null_for_its_user() -> None:
+    version = make_version("iris", stage=Stage.NONE)
+    promote(version, Stage.PRODUCTION, note="seeded")  # no user, as the demo seed
+    client = client_for(stranger())
+    (listed,) = client.get("/api/v1/models/iris/versions/").json()["results"]
+    detail = client.get("/api/v1/models/iris/versions/1/").json()
+    assert (listed["created_by"], detail["created_by"]) == (None, None)
+    assert [change["changed_by"] for change in detail["stage_history"]] == [None]
 
 
 @pytest.mark.django_db
