@@ -1,4 +1,5 @@
-"""OpenAPI additions: the one error shape, attached to every operation of the schema."""
+"""OpenAPI additions: the one error shape, attached to every operation of the schema, and the
+request bodies that refuse fields they do not know."""
 
 from typing import Any
 
@@ -7,30 +8,33 @@ ERROR_COMPONENT = "Error"
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
     "description": (
-        "Every error answers with this shape. `code` is stable and meant for programs; "
-        "`detail` is for people. A validation error lists the messages of each bad input "
-        "field under the field's name instead of `detail`."
+        "Every error answers with this one JSON object, validation errors too. `code` is "
+        "stable and meant for programs; `detail` is for people; `field` names the one input "
+        "to blame (its path, as inputs[1].petal_width), and is left out when none is."
     ),
     "properties": {
         "detail": {"type": "string", "description": "What went wrong, for people."},
         "code": {
             "type": "string",
-            "description": "Stable machine-readable code: bad_input, unknown_model, "
-            "not_found, conflict, too_large, invalid, not_authenticated, "
-            "permission_denied, throttled, …",
+            "description": "Stable machine-readable code: invalid, bad_input, unknown_model, "
+            "not_found, result_not_ready, too_large, length_required, "
+            "unsupported_media_type, not_acceptable, not_authenticated, permission_denied, "
+            "throttled, …",
         },
         "field": {"type": "string", "description": "The input field to blame, when one is."},
     },
-    "required": ["code"],
-    "additionalProperties": {
-        "type": "array",
-        "items": {"type": "string"},
-        "description": "Validation messages of one input field.",
-    },
+    "required": ["detail", "code"],
+    "additionalProperties": False,
 }
 
 # Which errors any operation may answer with, and when.
 COMMON_ERRORS: dict[str, tuple[str, dict[str, Any]]] = {
+    # Every view reads ?format= (mlsite.queryparams), so any operation can be a 400.
+    "400": (
+        "The request is invalid: a query parameter (?format=, ?page=, ?wait=, a filter) or "
+        "the body; `field` names the input to blame.",
+        {"detail": "format must be one of json", "code": "bad_input", "field": "format"},
+    ),
     "401": (
         "Not signed in: send `Authorization: Token <key>` or a session cookie.",
         {"detail": "Authentication credentials were not provided.", "code": "not_authenticated"},
@@ -39,53 +43,92 @@ COMMON_ERRORS: dict[str, tuple[str, dict[str, Any]]] = {
         "Signed in, but not allowed to do this.",
         {"detail": "Only staff may do this.", "code": "permission_denied"},
     ),
+    "406": (
+        "No format the Accept header allows can be answered with.",
+        {"detail": "Could not satisfy the request Accept header.", "code": "not_acceptable"},
+    ),
     "429": (
         "Too many requests: wait for the seconds in the Retry-After header.",
         {"detail": "Request was throttled.", "code": "throttled"},
     ),
 }
-BAD_INPUT = (
-    "The request is invalid; `field` or the field names say which input.",
-    {"detail": "row 3 has no value for petal_width", "code": "bad_input", "field": "rows"},
-)
 NOT_FOUND = (
     "No such object, or it is not yours (other users' objects answer 404 too).",
     {"detail": "No PredictionJob matches the given query.", "code": "not_found"},
 )
+# mlsite.api.length_required answers any API request sent chunked.
+LENGTH_REQUIRED = (
+    "The body was sent chunked, without a Content-Length (length_required).",
+    {
+        "detail": "send the body with a Content-Length; chunked bodies are not read",
+        "code": "length_required",
+    },
+)
+TOO_LARGE = (
+    "The body, or a file in it, is over its size limit.",
+    {
+        "detail": "The request's form data is over the 2,621,440-byte limit; "
+        "send large inputs as a file.",
+        "code": "too_large",
+    },
+)
+UNSUPPORTED_MEDIA_TYPE = (
+    "The body's Content-Type is not one this operation reads.",
+    {
+        "detail": 'Unsupported media type "text/plain" in request.',
+        "code": "unsupported_media_type",
+    },
+)
 WRITE_METHODS = {"post", "put", "patch"}
+
+# Request bodies whose serializers call mlsite.api.refuse_unknown_fields: an unknown field is a
+# 400, not ignored. (JSON ones only: a form may also carry the browsable API's CSRF token.)
+CLOSED_REQUESTS = ["SubmitRowsRequest", "PromoteRequest", "RollbackRequest"]
 
 
 def add_error_responses(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-    """drf-spectacular post-processing hook: the Error component on every operation."""
+    """drf-spectacular post-processing hook: the Error component on every operation, and
+    unknown fields refused where the API refuses them."""
     schemas = result.setdefault("components", {}).setdefault("schemas", {})
     schemas[ERROR_COMPONENT] = ERROR_SCHEMA
+    for name in CLOSED_REQUESTS:
+        schemas[name]["additionalProperties"] = False
     for path, operations in result.get("paths", {}).items():
         for method, operation in operations.items():
             if method.startswith("x-") or not isinstance(operation, dict):
                 continue
-            _add_errors(operation, _errors_for(path, method))
+            _add_errors(operation, _errors_for(path, method, operation))
     return result
 
 
-def _errors_for(path: str, method: str) -> dict[str, tuple[str, dict[str, Any]]]:
+def _errors_for(
+    path: str, method: str, operation: dict[str, Any]
+) -> dict[str, tuple[str, dict[str, Any]]]:
     errors = dict(COMMON_ERRORS)
-    if method in WRITE_METHODS or "{" not in path:  # lists take query filters too
-        errors["400"] = BAD_INPUT
     if "{" in path:
         errors["404"] = NOT_FOUND
+    if method in WRITE_METHODS:
+        errors["411"] = LENGTH_REQUIRED
+    if "requestBody" in operation:  # only an operation that reads its body refuses one
+        errors["413"] = TOO_LARGE
+        errors["415"] = UNSUPPORTED_MEDIA_TYPE
     return errors
 
 
 def _add_errors(operation: dict[str, Any], errors: dict[str, tuple[str, dict[str, Any]]]) -> None:
+    """Add the common errors, and give the Error shape to those the view declared with only a
+    description (its 409s, say)."""
     responses = operation.setdefault("responses", {})
     for status, (description, example) in errors.items():
         response = responses.setdefault(status, {"description": description})
-        response.setdefault(
-            "content",
-            {
-                "application/json": {
-                    "schema": {"$ref": f"#/components/schemas/{ERROR_COMPONENT}"},
-                    "example": example,
-                }
-            },
-        )
+        response.setdefault("content", _error_content(example))
+    for status, response in responses.items():
+        if int(status) >= 400:
+            response.setdefault("content", _error_content())
+
+
+def _error_content(example: dict[str, Any] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"schema": {"$ref": f"#/components/schemas/{ERROR_COMPONENT}"}}
+    if example is not None:
+        body["example"] = example
+    return {"application/json": body}

@@ -6,7 +6,12 @@ from django.contrib.auth.models import User
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
@@ -63,7 +68,16 @@ class RegisteredModelViewSet(ReadOnlyModelViewSet):
             return [IsAuthenticated(), staff_with(PROMOTE_PERMISSION)()]
         return cast(list[BasePermission], super().get_permissions())  # instances of the classes
 
-    @extend_schema(request=RollbackSerializer, responses=ModelVersionDetailSerializer)
+    @extend_schema(
+        request=RollbackSerializer,
+        responses={
+            200: ModelVersionDetailSerializer,
+            409: OpenApiResponse(
+                description="No earlier production version to roll back to, or it is "
+                "unusable (stage_conflict)."
+            ),
+        },
+    )
     @action(detail=True, methods=["post"])
     def rollback(self, request: Request, name: str) -> Response:
         incoming = RollbackSerializer(data=request.data)
@@ -129,7 +143,12 @@ class ModelVersionViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
     @extend_schema(
         parameters=[MODEL_NAME, NUMBER],
         request=PromoteSerializer,
-        responses=ModelVersionDetailSerializer,
+        responses={
+            200: ModelVersionDetailSerializer,
+            409: OpenApiResponse(
+                description="The version is unusable, or another promotion won (stage_conflict)."
+            ),
+        },
     )
     @action(detail=True, methods=["post"])
     def promote(self, request: Request, model_name: str, number: str) -> Response:

@@ -4,7 +4,7 @@ start a run."""
 from typing import cast
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.permissions import BasePermission, IsAuthenticated
@@ -34,7 +34,15 @@ class TrainingSpecViewSet(ReadOnlyModelViewSet):
             return [IsAuthenticated(), staff_with(RUN_PERMISSION)()]
         return cast(list[BasePermission], super().get_permissions())  # instances of the classes
 
-    @extend_schema(request=None, responses={202: TrainingRunSerializer})
+    @extend_schema(
+        request=None,
+        responses={
+            202: TrainingRunSerializer,
+            409: OpenApiResponse(
+                description="A run of the spec is already queued or running (training_in_progress)."
+            ),
+        },
+    )
     @action(detail=True, methods=["post"])
     def run(self, request: Request, pk: str | None = None) -> Response:
         """Queue a run of the spec now: staff with "Can change training spec" (409 while one

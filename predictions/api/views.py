@@ -16,9 +16,7 @@ from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
     extend_schema,
-    inline_serializer,
 )
-from rest_framework import serializers as drf_serializers
 from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.mixins import ListModelMixin, RetrieveModelMixin
@@ -91,9 +89,9 @@ class JobFilter(django_filters.FilterSet):
 
 WAIT = OpenApiParameter(
     "wait",
-    OpenApiTypes.FLOAT,
-    description="Hold the answer up to this many seconds (capped by MAX_WAIT_SECONDS) "
-    "until the job finishes; 0 answers at once.",
+    {"type": "number", "minimum": 0},
+    description="Hold the answer up to this many seconds until the job finishes; 0 answers at "
+    "once. More than MAX_WAIT_SECONDS (30 by default) waits that long: capped, not refused.",
 )
 RESULT_FORMAT = OpenApiParameter(
     "format", OpenApiTypes.STR, enum=["json", "csv", "parquet"], description="Result format."
@@ -127,15 +125,26 @@ JOB_EXAMPLE = OpenApiExample(
     },
     response_only=True,
 )
-RESULT_ROWS = inline_serializer(
-    "ResultRow",
-    {
-        "prediction": drf_serializers.JSONField(help_text="The predicted class or value."),
-        "probabilities": drf_serializers.DictField(
-            child=drf_serializers.FloatField(), required=False, help_text="Per class."
-        ),
+# A raw schema, not a many=True serializer: drf-spectacular takes one of those for a list view
+# and documents the page wrapper and the list's filters, which a job's result does not have.
+RESULT_ROWS = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {
+            "prediction": {"description": "The predicted class or value."},
+            "probabilities": {
+                "type": "object",
+                "additionalProperties": {"type": "number"},
+                "description": "Per class (classifiers with predict_proba).",
+            },
+        },
+        "required": ["prediction"],
+        "additionalProperties": {"description": "A batch job's id column, under its name."},
     },
-    many=True,
+}
+RESULT_GONE = OpenApiResponse(
+    description="Result retention deleted it (result_purged); the job remains."
 )
 
 
@@ -167,7 +176,15 @@ class JobViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
             200: OpenApiResponse(
                 JobDetailSerializer, "An earlier job with the same idempotency_key."
             ),
-            413: OpenApiResponse(description="The body or the file is too large."),
+            404: OpenApiResponse(description="No such model or version (unknown_model)."),
+            409: OpenApiResponse(
+                description="The version is unusable: a worker found its artifact changed or "
+                "unreadable (unusable_version)."
+            ),
+            413: OpenApiResponse(
+                description="The body or the file is too large (body_too_large, "
+                "file_too_large); more rows than allowed is a 400 (too_many_rows)."
+            ),
         },
         examples=[ROWS_EXAMPLE, JOB_EXAMPLE],
     )
@@ -198,12 +215,27 @@ class JobViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
         job = waiting.wait_until_finished(self.get_object(), _wait_seconds(request))
         return Response(self._render(job))
 
-    @extend_schema(request=None, responses=JobDetailSerializer)
+    @extend_schema(
+        request=None,
+        responses={
+            200: JobDetailSerializer,
+            409: OpenApiResponse(description="The job already finished (not_cancellable)."),
+        },
+    )
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str | None = None) -> Response:
         return Response(self._render(running.cancel_one(self.get_object())))
 
-    @extend_schema(request=None, responses=JobDetailSerializer)
+    @extend_schema(
+        request=None,
+        responses={
+            200: JobDetailSerializer,
+            409: OpenApiResponse(
+                description="Only a failed or cancelled job that still has its inputs can be "
+                "retried (not_retryable)."
+            ),
+        },
+    )
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk: str | None = None) -> Response:
         return Response(self._render(running.retry_one(self.get_object())))
@@ -214,10 +246,12 @@ class JobViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
             (200, "application/json"): RESULT_ROWS,
             (200, "text/csv"): OpenApiTypes.BINARY,
             (200, "application/vnd.apache.parquet"): OpenApiTypes.BINARY,
-            409: OpenApiResponse(description="The job has not succeeded (result_not_ready)."),
-            410: OpenApiResponse(
-                description="Result retention deleted it (result_purged); the job remains."
+            400: OpenApiResponse(
+                description="A bad ?format=, or a batch result over MAX_JSON_RESULT_ROWS "
+                "asked for as JSON (result_too_large): ask for csv or parquet."
             ),
+            409: OpenApiResponse(description="The job has not succeeded (result_not_ready)."),
+            410: RESULT_GONE,
         },
     )
     @action(
@@ -240,7 +274,15 @@ class JobViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
             return results.parquet_response(job)
         return Response(results.json_rows(job))
 
-    @extend_schema(responses={(200, "text/csv"): OpenApiTypes.BINARY})
+    @extend_schema(
+        responses={
+            (200, "text/csv"): OpenApiTypes.BINARY,
+            409: OpenApiResponse(
+                description="The job has not succeeded, or has no failed rows (result_not_ready)."
+            ),
+            410: RESULT_GONE,
+        }
+    )
     @action(
         detail=True,
         url_path="errors",
