@@ -1,5 +1,6 @@
 """Creates the admin login for the run command, once; prints how to sign in."""
 
+import os
 import secrets
 from pathlib import Path
 
@@ -9,27 +10,40 @@ from django.core.management.base import BaseCommand
 
 
 class Command(BaseCommand):
-    help = "Create a superuser (ADMIN_USERNAME / ADMIN_PASSWORD, or a generated password)."
+    help = (
+        "Create a superuser (ADMIN_USERNAME / ADMIN_PASSWORD, or a generated password kept in "
+        "VAR_DIR/admin-password.txt) and print its login; ADMIN_PASSWORD resets the password."
+    )
 
     def handle(self, *args: object, **options: object) -> None:
-        import os
-
         username = os.environ.get("ADMIN_USERNAME", "admin")
         password_file = Path(settings.VAR_DIR) / "admin-password.txt"
-        password = os.environ.get("ADMIN_PASSWORD") or self._stored_or_new(password_file)
+        given = os.environ.get("ADMIN_PASSWORD")
+        stored = password_file.read_text().strip() if password_file.exists() else None
         user, created = get_user_model().objects.get_or_create(
             username=username, defaults={"is_staff": True, "is_superuser": True}
         )
-        if created or os.environ.get("ADMIN_PASSWORD"):
+        if created or given:
+            password = given or stored or secrets.token_urlsafe(12)
             user.set_password(password)
             user.save()
+            store(password_file, password)
+        elif stored is not None and user.check_password(stored):
+            password = stored
+        else:
+            # Set or changed elsewhere (the admin, changepassword): the file no longer tells it.
+            self.stdout.write(
+                f"admin login: {username}, with a password set elsewhere ({password_file} "
+                f"does not hold it); to reset it: manage.py changepassword {username}, or run "
+                "this again with ADMIN_PASSWORD set"
+            )
+            return
         self.stdout.write(f"admin login: {username} / {password}")
 
-    def _stored_or_new(self, path: Path) -> str:
-        if path.exists():
-            return path.read_text().strip()
-        password = secrets.token_urlsafe(12)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(password + "\n")
-        path.chmod(0o600)
-        return password
+
+def store(path: Path, password: str) -> None:
+    """Keep the password for the next run to print, readable by its owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(password + "\n")
