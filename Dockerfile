@@ -1,4 +1,4 @@
-# One image for every process of the stack: web (gunicorn), worker, beat and Flower.
+# One image for every process of the stack: web (gunicorn), the Celery workers, beat and Flower.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

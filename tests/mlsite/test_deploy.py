@@ -16,7 +16,8 @@ from django.conf import settings
 
 from tests.processes import ROOT, run_python
 
-APP_SERVICES = ("web", "worker", "beat", "flower")
+APP_SERVICES = ("web", "predict", "worker", "beat", "flower")
+WORKERS = ("predict", "worker")
 
 
 @pytest.fixture(scope="module")
@@ -53,13 +54,35 @@ def test_redis_and_postgres_keep_their_data(compose: dict) -> None:
     assert set(compose["volumes"]) == {"postgres", "redis", "artifacts"}
 
 
-def test_the_worker_consumes_every_queue_the_settings_route_to(compose: dict) -> None:
-    command = compose["services"]["worker"]["command"]
+def worker_options(command: str) -> tuple[list[str], str]:
+    """The queues a `celery worker` command consumes and its prefetch multiplier."""
     queues = re.search(r"-Q (\S+)", command)[1].split(",")
+    prefetch = re.search(r"--prefetch-multiplier (\S+)", command)
+    return queues, prefetch[1] if prefetch else "the default"
+
+
+def test_the_workers_consume_every_queue_the_settings_route_to_once(compose: dict) -> None:
+    queues = [
+        queue
+        for name in WORKERS
+        for queue in worker_options(compose["services"][name]["command"])[0]
+    ]
     assert sorted(queues) == sorted(queue.name for queue in settings.CELERY_TASK_QUEUES)
     assert "beat" in compose["services"]["beat"]["command"]
     assert "flower" in compose["services"]["flower"]["command"]
     assert compose["services"]["flower"]["environment"]["FLOWER_BASIC_AUTH"].startswith("${")
+
+
+def test_the_workers_are_split_as_make_run_splits_them(compose: dict) -> None:
+    """Micro-batches gather only what a worker has reserved: the predict worker needs a deep
+    prefetch, while the batch and training worker keeps 1 so no process hoards long tasks."""
+    procfile = dict(
+        line.split(": ", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line
+    )
+    for name in WORKERS:
+        command = compose["services"][name]["command"]
+        assert worker_options(command) == worker_options(procfile[name]), name
+    assert worker_options(procfile["predict"]) == (["predict"], "${PREDICT_PREFETCH:-64}")
 
 
 def test_the_settings_accept_the_environment_compose_gives_them(compose: dict) -> None:
