@@ -367,7 +367,12 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        # Django's default config gives "django" a console handler of its own (under DEBUG),
+        # which printed each line a second time, unformatted, beside the root's.
+        "django": {"handlers": []},
+        "django.db.backends": {"level": "WARNING"},
+    },
 }
 
 if not DEBUG:

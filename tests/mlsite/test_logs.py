@@ -3,6 +3,7 @@
 import io
 import json
 import logging
+import os
 import uuid
 from pathlib import Path
 
@@ -57,6 +58,33 @@ def test_an_exception_is_kept_in_the_json_line() -> None:
         logger.exception("job failed")
     line = json.loads(stream.getvalue())
     assert "ValueError: bad row" in line["exception"]
+
+
+@pytest.mark.parametrize("debug", ["1", "0"])
+def test_a_request_warning_is_written_once_in_the_configured_format(
+    debug: str, tmp_path: Path
+) -> None:
+    """`make run` runs with DEBUG=1, where Django's own console handler used to print every
+    django.request line a second time, without the format."""
+    code = (
+        "import django; django.setup(); from django.test import Client; "
+        "Client().get('/no-such-page/')"
+    )
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "mlsite.settings",
+        "DEBUG": debug,
+        "SECRET_KEY": "x" * 50,
+        "ALLOWED_HOSTS": "testserver",
+        "LOG_FORMAT": "plain",
+        "LOG_LEVEL": "INFO",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+    }
+    out = processes.run_python(["-c", code], env)
+    assert out.returncode == 0, out.stderr
+    lines = [line for line in out.stderr.splitlines() if "/no-such-page/" in line]
+    assert len(lines) == 1, out.stderr
+    assert " WARNING django.request [job=- task=-] Not Found: /no-such-page/" in lines[0]
 
 
 def test_a_task_works_on_the_job_named_by_its_first_argument_or_job_id_keyword() -> None:
