@@ -122,8 +122,21 @@ def test_the_embedded_redis_listens_on_loopback_only(tmp_path: Path) -> None:
     with processes.redis_server(tmp_path / "redis") as server:
         config = redis.Redis(port=server.port).config_get("bind")
     assert config["bind"].split() == ["127.0.0.1"]
-    procfile = (ROOT / "Procfile").read_text()
-    assert "redis: bash scripts/redis-server.sh" in procfile  # how `make run` starts Redis
+    assert "bash scripts/redis-server.sh" in (ROOT / "scripts/run.sh").read_text()  # make run's
+
+
+def test_make_run_starts_redis_before_the_commands_that_change_cached_rows() -> None:
+    """Else each row migrate, ensure_admin and seed_demo save warns that the caches of other
+    processes could not be told (mlsite/freshcache.py): a dozen warnings on a first run."""
+    lines = (ROOT / "scripts/run.sh").read_text().splitlines()
+
+    def first(text: str) -> int:
+        return next(number for number, line in enumerate(lines) if text in line)
+
+    redis_started = first("  start_redis")
+    assert "bash scripts/redis-server.sh" in lines[first("start_redis() {") + 1]
+    for command in ("manage.py migrate", "manage.py ensure_admin", "manage.py seed_demo"):
+        assert redis_started < first(command), command
 
 
 @pytest.mark.django_db
