@@ -371,7 +371,11 @@ def _errors_beside(out: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser(argparse.ArgumentParser(description="Score a file with a model."))
+    # argparse would name the file (client.py), which cannot be run on its own.
+    command = argparse.ArgumentParser(
+        prog="python -m predictions.client", description="Score a file with a model."
+    )
+    parser = build_parser(command)
     return run(parser.parse_args(argv), sys.stdout, sys.stderr)
 
 

@@ -9,6 +9,7 @@ from django.core.management import CommandError, call_command
 from rest_framework.authtoken.models import Token
 
 from predictions.client import ApiError, Client, main
+from predictions.management.commands.predict import Command as PredictCommand
 from predictions.models import PredictionJob, Status
 from tests.base import make_user
 from tests.builders import IRIS_FEATURES, in_process_predictions, iris_rows, make_version
@@ -190,6 +191,19 @@ def test_the_predict_command_refuses_a_timeout_that_is_not_positive(
 
     assert exited.value.code == 2
     assert "--timeout: must be a positive number of seconds" in capsys.readouterr().err
+
+
+def test_the_client_usage_names_the_command_that_runs_it(capsys) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: python -m predictions.client [-h] --model")
+
+
+def test_the_predict_command_usage_names_manage_py() -> None:
+    usage = PredictCommand().create_parser("manage.py", "predict").format_usage()
+    assert usage.startswith("usage: manage.py predict ")
 
 
 @pytest.mark.django_db(transaction=True)
