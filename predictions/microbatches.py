@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Collection
 from typing import Any
 
-from billiard.einfo import ExceptionInfo
+from billiard.einfo import ExceptionInfo, ExceptionWithTraceback
 from billiard.exceptions import WorkerLostError
 from celery.app import Celery
 from celery.worker.consumer import Consumer
@@ -108,7 +108,7 @@ class RecoverableBatches(Batches):
             self._flush_if_allowed()
 
         def on_error(einfo: ExceptionInfo | BaseException) -> None:
-            exception = getattr(einfo, "exception", einfo)
+            exception = raised(einfo)
             lost = isinstance(exception, WorkerLostError)
             logger.warning("micro-batch of %d lost: %r", len(requests), exception)
             for request in late:
@@ -139,6 +139,14 @@ class RecoverableBatches(Batches):
             "timeout": self.time_limit or conf.task_time_limit,
             "soft_timeout": self.soft_time_limit or conf.task_soft_time_limit,
         }
+
+
+def raised(error: ExceptionInfo | BaseException) -> BaseException:
+    """The exception a pool's error callback was given, unwrapped: billiard hands over an
+    ExceptionInfo whose exception is an ExceptionWithTraceback around the real one (a lost
+    process's WorkerLostError looked like no such error, so its messages were acked)."""
+    exception = getattr(error, "exception", error)
+    return exception.exc if isinstance(exception, ExceptionWithTraceback) else exception
 
 
 def _is_scheduled(timer: Any, entry: Any) -> bool:
