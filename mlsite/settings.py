@@ -312,7 +312,12 @@ CELERY_TASK_TRACK_STARTED = True
 # With it, mlsite.celery closes them as Django does after a request: on error or age.
 CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
 CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_WORKER_PREFETCH_MULTIPLIER", 1)
-CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# A task running when the broker connection drops carries on: its claim keeps a second copy
+# of its message from running it again, and what it writes is the database's. (True killed
+# each running chunk, whose redelivered message then found it claimed and skipped it, so a
+# Redis restart left a batch job to its lease: 16 minutes.) Celery warns on connection loss
+# that 6.0 will make True the default; this setting keeps False then too.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_WORKER_SEND_TASK_EVENTS = True
 # The task-sent event is one more Redis publish per job on the web request's path (bench/):
 # off by default. Flower and `celery events` still see every task from the worker's events.

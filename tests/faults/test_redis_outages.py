@@ -5,12 +5,20 @@ import signal
 import time
 
 import pytest
+from sklearn.datasets import load_iris
+from sklearn.ensemble import RandomForestClassifier
 
 from mlsite import broker
-from predictions.models import PredictionJob, Status
+from predictions.models import BatchChunk, ChunkStatus, PredictionJob, Status
 from tests import processes
-from tests.builders import iris_rows
-from tests.faults.harness import Stack, figures_for, wait_until_finished
+from tests.builders import iris_rows, make_version
+from tests.faults.harness import (
+    Stack,
+    figures_for,
+    iris_csv,
+    result_lines,
+    wait_until_finished,
+)
 
 
 def queued_messages(server: processes.RedisServer) -> int:
@@ -94,3 +102,37 @@ def test_jobs_submitted_while_redis_is_down_for_10_seconds_are_accepted_and_all_
     assert outage >= 10 and len(during) == 100
     assert stack.api.slowest < 5  # a send to a dead broker never holds a request long
     assert not PredictionJob.objects.filter(pk__in=ids).exclude(status=Status.SUCCEEDED)
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_chunk_running_when_redis_restarts_finishes_without_waiting_for_the_lease(
+    tmp_path, iris_version
+) -> None:
+    # make run's Redis (append-only) killed and back 3 s later while a chunk is scoring. The
+    # lease is far beyond the test: the job must finish because its chunk carried on through
+    # the outage, not because the reconciler re-ran the job once the lease ran out.
+    iris = load_iris()
+    make_version(estimator=RandomForestClassifier(500, random_state=0).fit(iris.data, iris.target))
+    with processes.redis_server(tmp_path / "redis", appendonly=True) as redis:
+        stack = Stack(redis.url, JOB_LEASE_SECONDS="600", BATCH_CHUNK_ROWS="300000").start()
+        try:
+            status, batch = stack.api.submit_file("rows.csv", iris_csv(600_000), id_column="row_id")
+            assert status == 201, batch
+            chunks = BatchChunk.objects.filter(job_id=batch["id"])
+            processes.wait_for(
+                lambda: chunks.filter(status=ChunkStatus.RUNNING).exists(), 60, "a chunk scoring"
+            )
+            time.sleep(1.5)  # the append-only file has the chunk messages (fsync every second)
+            assert chunks.filter(status=ChunkStatus.RUNNING).exists()
+            redis.stop(signal.SIGKILL)
+            time.sleep(3)
+            redis.start()
+            seconds = wait_until_finished([batch["id"]], timeout=90)
+            job = PredictionJob.objects.get(pk=batch["id"])
+            assert (job.status, job.rows_done, job.attempts) == (Status.SUCCEEDED, 600_000, 1), (
+                f"{job.status} after {seconds:.0f} s; chunks {list(chunks.values('status'))}"
+            )
+            assert len(result_lines(batch["id"])) == 600_000 + 1
+        finally:
+            stack.close()
