@@ -36,6 +36,13 @@ def chunk_ids(job: PredictionJob) -> list[int]:
     return list(BatchChunk.objects.filter(job=job).values_list("pk", flat=True))
 
 
+def run_whole(job: PredictionJob) -> None:
+    """Plan the job and score each of its chunks, in this process (the last one merges)."""
+    batching.start(job.pk, "t")
+    for chunk_id in chunk_ids(job):
+        batching.score_chunk(chunk_id)
+
+
 @pytest.fixture
 def unsent_with_quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """No message sent (a live worker left by an earlier test would take a committed job),
@@ -204,9 +211,7 @@ def test_unreadable_rows_and_lines_are_counted_and_reported_with_their_reason() 
     header = "key," + ",".join(IRIS_FEATURES)
     text = f"\ufeff{header}\na,1,2,3,4\n@b,1,inf,3,4\nc,1,2\nd,1,2,3,4\n"
     job = submit_csv(text, id_column="key")
-    batching.start(job.pk, "t")
-    for chunk_id in chunk_ids(job):
-        batching.score_chunk(chunk_id)
+    run_whole(job)
 
     job.refresh_from_db()
     assert (job.status, job.rows_total, job.rows_failed) == (Status.SUCCEEDED, 4, 2)
@@ -294,9 +299,7 @@ def test_quoted_cells_and_blank_lines_are_scored_like_plain_rows(shape) -> None:
         text, id_column = frame.assign(key=keys).to_csv(index=False), "key"
 
     job = submit_csv(text, id_column=id_column)
-    batching.start(job.pk, "t")
-    for chunk_id in chunk_ids(job):
-        batching.score_chunk(chunk_id)
+    run_whole(job)
 
     job.refresh_from_db()
     assert (job.status, job.rows_total, job.rows_done, job.rows_failed) == (
@@ -314,9 +317,7 @@ def test_quoted_cells_and_blank_lines_are_scored_like_plain_rows(shape) -> None:
 def test_a_csv_with_only_blank_lines_fails_as_a_bad_file() -> None:
     make_version()
     job = submit_csv(",".join(IRIS_FEATURES) + "\n\n\n\n")
-    batching.start(job.pk, "t")
-    for chunk_id in chunk_ids(job):
-        batching.score_chunk(chunk_id)
+    run_whole(job)
 
     job.refresh_from_db()
     assert (job.status, job.error_code, job.result_file.name) == (Status.FAILED, "bad_file", "")
@@ -328,9 +329,7 @@ def test_rows_the_model_cannot_answer_go_to_the_error_file() -> None:
     rows = iris_rows(6)
     rows[3] = dict.fromkeys(IRIS_FEATURES, 1.7e308)  # finite; the model's answer is NaN
     job = submit_csv(pd.DataFrame(rows).to_csv(index=False))
-    batching.start(job.pk, "t")
-    for chunk_id in chunk_ids(job):
-        batching.score_chunk(chunk_id)
+    run_whole(job)
 
     job.refresh_from_db()
     assert (job.status, job.rows_done, job.rows_failed) == (Status.SUCCEEDED, 6, 1)
@@ -349,9 +348,7 @@ def test_a_classifier_without_probabilities_gives_a_prediction_column_only() -> 
     version = make_version(estimator=svc)
     rows = iris_rows(6)
     job = submit_csv(pd.DataFrame(rows).to_csv(index=False))
-    batching.start(job.pk, "t")
-    for chunk_id in chunk_ids(job):
-        batching.score_chunk(chunk_id)
+    run_whole(job)
 
     job.refresh_from_db()
     assert (job.status, job.rows_done, job.rows_failed) == (Status.SUCCEEDED, 6, 0)
