@@ -346,6 +346,9 @@ CELERY_BEAT_SCHEDULE = {
 # A running job's lease: renewed per batch chunk; a chunk cannot outlive the time limit,
 # so a lease that expires means its worker is gone.
 JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", TASK_TIME_LIMIT + 60)
+# A single job's lease is short: the process scoring it renews it every third of it while the
+# micro-batch runs (predictions/heartbeat.py), so one whose process died is re-run this soon.
+SINGLE_JOB_LEASE_SECONDS = env_float("SINGLE_JOB_LEASE_SECONDS", 90.0)
 CELERY_TIMEZONE = TIME_ZONE
 
 # Every line carries job_id and task_id ("-" when it is about no job); LOG_FORMAT=json

@@ -20,7 +20,7 @@ from mlsite.freshcache import FreshCache
 from modelregistry import loader
 from modelregistry.models import ModelVersion, TaskKind
 
-from . import scoring, submission, waiting
+from . import heartbeat, scoring, submission, waiting
 from .jobrows import RowUpdate
 from .models import PredictionJob, Status
 
@@ -95,7 +95,9 @@ def claim_many(
     """Claim the queued jobs among (job id, task id) pairs in one transaction; return ours."""
     now = now or timezone.now()
     task_of = dict(requests)  # a job sent twice in one micro-batch is claimed once
-    changes = {"status": Status.RUNNING, "started_at": now, "lease_expires_at": lease_until(now)}
+    # A short lease, renewed while the micro-batch runs (predictions/heartbeat.py).
+    lease = now + timedelta(seconds=heartbeat.lease_seconds())
+    changes = {"status": Status.RUNNING, "started_at": now, "lease_expires_at": lease}
     rows = [({**changes, "task_id": task}, {"id": job}) for job, task in task_of.items()]
     # Claimed and read back as two steps, each retried alone: a read-back that failed does
     # not claim again.

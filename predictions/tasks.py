@@ -8,7 +8,7 @@ from celery_batches import SimpleRequest
 from django.conf import settings
 from django.db import DatabaseError, OperationalError
 
-from . import batching, reconcile, running, taskresults
+from . import batching, heartbeat, reconcile, running, taskresults
 from .microbatches import RecoverableBatches
 from .models import PredictionJob
 
@@ -48,7 +48,8 @@ def score_single_jobs(requests: list[SimpleRequest]) -> int:
             worker=requests[0].hostname,
         )
 
-    return len(running.score_jobs(jobs, on_written=record))
+    with heartbeat.holding(str(job.pk) for job in jobs):
+        return len(running.score_jobs(jobs, on_written=record))
 
 
 @shared_task(acks_late=True, **DB_RETRY)

@@ -94,7 +94,12 @@ def test_postgres_stopped_for_10_seconds_under_load_loses_nothing(
     token = manage(postgres.url, "shell", "-c", SETUP)
     # A lease far beyond the test: every job must finish because the workers did their
     # database steps again once it was back, not because the reconciler re-ran them.
-    env = {**FAULT_ENV, "DATABASE_URL": postgres.url, "JOB_LEASE_SECONDS": "600"}
+    env = {
+        **FAULT_ENV,
+        "DATABASE_URL": postgres.url,
+        "JOB_LEASE_SECONDS": "600",
+        "SINGLE_JOB_LEASE_SECONDS": "600",
+    }
     port = processes.free_port()
     with processes.redis_server(tmp_path / "redis", appendonly=False) as redis:
         started = [

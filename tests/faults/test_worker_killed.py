@@ -6,9 +6,12 @@ import signal
 import time
 
 import pytest
+from sklearn.datasets import load_iris
+from sklearn.ensemble import RandomForestClassifier
 
-from predictions.models import PredictionJob
-from tests.builders import in_process_predictions, iris_rows
+from predictions.models import PredictionJob, Status
+from tests import processes
+from tests.builders import in_process_predictions, iris_rows, make_version
 from tests.faults.harness import (
     Stack,
     count_done,
@@ -88,3 +91,33 @@ def test_killing_one_pool_process_loses_and_repeats_nothing(stack: Stack) -> Non
     figures.assert_zero()
     check_batch(batch_id)
     assert stack.workers[0].poll() is None  # the worker itself carried on
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_single_jobs_of_killed_pool_processes_run_again_within_their_short_lease(
+    volatile_redis, iris_version
+) -> None:
+    # Batch leases far beyond the test, single jobs' 3 s (renewed while their micro-batch
+    # runs): the jobs a killed micro-batch held must run again because their short lease
+    # lapsed, not the task time limit's. A slow forest keeps micro-batches running long.
+    iris = load_iris()
+    make_version(estimator=RandomForestClassifier(1500, random_state=0).fit(iris.data, iris.target))
+    stack = Stack(volatile_redis.url, JOB_LEASE_SECONDS="600", SINGLE_JOB_LEASE_SECONDS="3")
+    stack.start()
+    try:
+        row_sets = [iris_rows(1 + i % 3, offset=i) for i in range(60)]
+        ids = stack.api.submit_many(row_sets)
+        running = PredictionJob.objects.filter(pk__in=ids, status=Status.RUNNING)
+        processes.wait_for(running.exists, 60, "a micro-batch scoring", interval=0.01)
+        for victim in pool_processes(stack.workers[0]):
+            os.kill(victim, signal.SIGKILL)
+        seconds = wait_until_finished(ids, timeout=60)
+
+        figures = figures_for(ids, dict(zip(ids, row_sets, strict=True)), stack.api)
+        figures.notes.update(recovered_in_s=round(seconds, 1))
+        figures.report("kill -9 pool processes, single jobs, batch lease 600 s")
+        figures.assert_zero()
+        assert PredictionJob.objects.filter(pk__in=ids, attempts__gt=1).exists()  # re-run
+    finally:
+        stack.close()

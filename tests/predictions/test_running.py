@@ -1,17 +1,19 @@
 """Claiming and scoring small jobs, cancel and retry, as plain functions (no worker)."""
 
+import time
 from datetime import timedelta
 from uuid import uuid4
 
 import numpy as np
 import pytest
+from django.test import override_settings
 from django.utils import timezone
 from sklearn.datasets import load_iris
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 
-from mlsite import dbretry
+from mlsite import dbretry, sending
 from modelregistry import loader
-from predictions import running, submission, waiting
+from predictions import heartbeat, running, submission, waiting
 from predictions.models import PredictionJob, Status
 from tests.base import make_user
 from tests.builders import IRIS_FEATURES, in_process_predictions, iris_rows, make_version
@@ -220,3 +222,27 @@ def test_a_job_the_model_cannot_answer_fails_alone_in_its_micro_batch() -> None:
     assert [row["prediction"] for row in jobs[2].outputs] == (
         in_process_predictions(version, iris_rows(1, 9)).tolist()
     )
+
+
+@pytest.mark.django_db(transaction=True)  # the heartbeat writes from a thread of its own
+@override_settings(SINGLE_JOB_LEASE_SECONDS=0.6)
+def test_a_micro_batchs_jobs_keep_a_short_lease_only_while_it_runs(monkeypatch) -> None:
+    monkeypatch.setattr(sending, "publish", lambda *args, **kwargs: None)  # no live worker
+    make_version()
+    job = submit()
+    [claimed] = running.claim_many([(str(job.pk), "t")])
+    claimed_lease = claimed.lease_expires_at
+    assert claimed_lease - claimed.started_at == timedelta(seconds=0.6)
+
+    def lease() -> object:
+        return PredictionJob.objects.get(pk=job.pk).lease_expires_at
+
+    beats = heartbeat.Heartbeat()  # its own thread, beating every 0.2 s
+    with beats.holding([str(job.pk)]):
+        time.sleep(1.0)  # a micro-batch outliving its first lease
+        renewed = lease()
+    assert renewed > claimed_lease + timedelta(seconds=0.3)
+    time.sleep(0.3)  # a beat begun as the micro-batch ended may still land
+    settled = lease()
+    time.sleep(0.5)  # two more beats: once it ended, nothing renews its jobs
+    assert lease() == settled
