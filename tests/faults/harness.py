@@ -21,11 +21,13 @@ from pathlib import Path
 
 from django_celery_results.models import TaskResult
 from rest_framework.authtoken.models import Token
+from sklearn.datasets import load_iris
+from sklearn.ensemble import RandomForestClassifier
 
 from predictions.models import FINISHED, Kind, PredictionJob, Status
 from tests import processes
 from tests.base import make_user
-from tests.builders import IRIS_FEATURES, in_process_predictions, iris_rows
+from tests.builders import IRIS_FEATURES, in_process_predictions, iris_rows, make_version
 
 # The reconciler's clock, short enough for a test: a queued job is re-sent after 3 s, a
 # running job whose worker died is re-run 6 s after its last sign of life.
@@ -173,6 +175,15 @@ class Stack:
             if process.poll() is None:
                 os.kill(process.pid, signal.SIGCONT)  # a test may have paused it
             processes.stop(process, timeout=10)
+
+
+def slow_forest_in_production(trees: int) -> None:
+    """An iris forest of this many trees as iris's production version: scoring takes long
+    enough for a test to act while it runs."""
+    iris = load_iris()
+    make_version(
+        estimator=RandomForestClassifier(trees, random_state=0).fit(iris.data, iris.target)
+    )
 
 
 def pool_processes(worker: subprocess.Popen) -> list[int]:

@@ -5,18 +5,17 @@ import signal
 import time
 
 import pytest
-from sklearn.datasets import load_iris
-from sklearn.ensemble import RandomForestClassifier
 
 from mlsite import broker
 from predictions.models import BatchChunk, ChunkStatus, PredictionJob, Status
 from tests import processes
-from tests.builders import iris_rows, make_version
+from tests.builders import iris_rows
 from tests.faults.harness import (
     Stack,
     figures_for,
     iris_csv,
     result_lines,
+    slow_forest_in_production,
     wait_until_finished,
 )
 
@@ -112,8 +111,7 @@ def test_a_batch_chunk_running_when_redis_restarts_finishes_without_waiting_for_
     # make run's Redis (append-only) killed and back 3 s later while a chunk is scoring. The
     # lease is far beyond the test: the job must finish because its chunk carried on through
     # the outage, not because the reconciler re-ran the job once the lease ran out.
-    iris = load_iris()
-    make_version(estimator=RandomForestClassifier(500, random_state=0).fit(iris.data, iris.target))
+    slow_forest_in_production(500)
     with processes.redis_server(tmp_path / "redis", appendonly=True) as redis:
         stack = Stack(redis.url, JOB_LEASE_SECONDS="600", BATCH_CHUNK_ROWS="300000").start()
         try:

@@ -6,12 +6,10 @@ import signal
 import time
 
 import pytest
-from sklearn.datasets import load_iris
-from sklearn.ensemble import RandomForestClassifier
 
 from predictions.models import PredictionJob, Status
 from tests import processes
-from tests.builders import in_process_predictions, iris_rows, make_version
+from tests.builders import in_process_predictions, iris_rows
 from tests.faults.harness import (
     Stack,
     count_done,
@@ -19,6 +17,7 @@ from tests.faults.harness import (
     iris_csv,
     pool_processes,
     result_lines,
+    slow_forest_in_production,
     wait_until_finished,
 )
 
@@ -101,8 +100,7 @@ def test_single_jobs_of_killed_pool_processes_run_again_within_their_short_lease
     # Batch leases far beyond the test, single jobs' 3 s (renewed while their micro-batch
     # runs): the jobs a killed micro-batch held must run again because their short lease
     # lapsed, not the task time limit's. A slow forest keeps micro-batches running long.
-    iris = load_iris()
-    make_version(estimator=RandomForestClassifier(1500, random_state=0).fit(iris.data, iris.target))
+    slow_forest_in_production(1500)
     stack = Stack(volatile_redis.url, JOB_LEASE_SECONDS="600", SINGLE_JOB_LEASE_SECONDS="3")
     stack.start()
     try:
