@@ -33,6 +33,18 @@ def stale_queued_jobs(now: datetime) -> QuerySet[PredictionJob]:
     return PredictionJob.objects.filter(sent_long_ago, status=Status.QUEUED)
 
 
+def resend_is_due(job: PredictionJob, now: datetime) -> bool:
+    """Whether a queued job's wait since its last send is as long as its wait before it (at
+    least RECONCILE_QUEUED_AFTER, at most ten times that), so resends back off: 60 s, 120,
+    240 … apart. Sent every pass instead, a backlog behind a stalled worker was queued once
+    more a minute, and the worker, once back, skipped every copy."""
+    if job.enqueued_at is None:  # never sent (Redis was away): send it now
+        return True
+    quiet = timedelta(seconds=settings.RECONCILE_QUEUED_AFTER)
+    waited_before = min(job.enqueued_at - job.created_at, 10 * quiet)
+    return now - job.enqueued_at >= max(quiet, waited_before)
+
+
 def lost_jobs(now: datetime) -> QuerySet[PredictionJob]:
     return PredictionJob.objects.filter(status=Status.RUNNING, lease_expires_at__lt=now)
 
@@ -41,7 +53,8 @@ def reconcile(*, now: datetime | None = None) -> Reconciled:
     now = now or timezone.now()
     outcome = Reconciled()
     for job in stale_queued_jobs(now).order_by("enqueued_at")[:BATCH_LIMIT]:
-        outcome.resent += submission.resend(job, now=now)
+        if resend_is_due(job, now):
+            outcome.resent += submission.resend(job, now=now)
     for job in lost_jobs(now).order_by("lease_expires_at")[:BATCH_LIMIT]:
         if job.attempts >= settings.MAX_ATTEMPTS:
             outcome.failed += _fail_lost(job, now)

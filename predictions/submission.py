@@ -168,10 +168,19 @@ def send(job_id: UUID, kind: str, task_id: str, priority: int = 5) -> bool:
 
 
 def resend(job: PredictionJob, *, now: datetime | None = None) -> bool:
-    """Give a queued job a fresh task id and send it again, unless someone else just did."""
+    """Give a queued job a fresh task id and send it again, unless someone else just did.
+
+    A send the broker refused keeps the time of the last one that reached it: the
+    reconciler's backoff (reconcile.resend_is_due) counts only messages really queued.
+    """
     now = now or timezone.now()
     task_id = str(uuid4())
     changed = PredictionJob.objects.filter(
         pk=job.pk, status=job.status, enqueued_at=job.enqueued_at, task_id=job.task_id
     ).update(task_id=task_id, enqueued_at=now)
-    return bool(changed) and send(job.pk, job.kind, task_id, job.priority)
+    if not changed:
+        return False
+    if send(job.pk, job.kind, task_id, job.priority):
+        return True
+    PredictionJob.objects.filter(pk=job.pk, task_id=task_id).update(enqueued_at=job.enqueued_at)
+    return False
