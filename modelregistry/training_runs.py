@@ -80,16 +80,19 @@ def running_run(spec_id: int, now: datetime | None = None) -> TrainingRun | None
 def _queued_run(spec_id: int) -> TrainingRun | None:
     """A queued run that may still start: one queued longer than a task may run is taken for
     lost (its message with it) and does not hold the spec back."""
-    since = timezone.now() - timedelta(seconds=settings.TASK_TIME_LIMIT + 60)
     queued = TrainingRun.objects.filter(spec_id=spec_id, status=RunStatus.QUEUED)
-    return queued.filter(created_at__gte=since).first()
+    return queued.filter(created_at__gte=_outlived(timezone.now())).first()
+
+
+def _outlived(now: datetime) -> datetime:
+    """Before this, a run has had longer than a task may run (its hard time limit)."""
+    return now - timedelta(seconds=settings.TASK_TIME_LIMIT + 60)
 
 
 def fail_stale_runs(spec_id: int, now: datetime) -> int:
     """Fail runs still marked running past the task's hard time limit: their worker is gone."""
-    cutoff = now - timedelta(seconds=settings.TASK_TIME_LIMIT + 60)
     return TrainingRun.objects.filter(
-        spec_id=spec_id, status=RunStatus.RUNNING, started_at__lt=cutoff
+        spec_id=spec_id, status=RunStatus.RUNNING, started_at__lt=_outlived(now)
     ).update(
         status=RunStatus.FAILED,
         finished_at=now,

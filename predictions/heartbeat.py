@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, connections
@@ -27,6 +27,11 @@ logger = logging.getLogger(__name__)
 
 def lease_seconds() -> float:
     return float(settings.SINGLE_JOB_LEASE_SECONDS)
+
+
+def lease_until(now: datetime) -> datetime:
+    """Where a single job's lease taken or renewed at `now` ends."""
+    return now + timedelta(seconds=lease_seconds())
 
 
 class Heartbeat:
@@ -70,10 +75,9 @@ class Heartbeat:
 
     def renew(self, job_ids: list[str]) -> int:
         """Push the running jobs' leases a whole lease ahead; how many rows changed."""
-        until = timezone.now() + timedelta(seconds=lease_seconds())
         try:
             return PredictionJob.objects.filter(pk__in=job_ids, status=Status.RUNNING).update(
-                lease_expires_at=until
+                lease_expires_at=lease_until(timezone.now())
             )
         except DatabaseError:
             # A renewal missed is a lease a third shorter; the next beat tries again.
