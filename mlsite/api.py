@@ -18,7 +18,7 @@ from rest_framework.serializers import Serializer
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView, exception_handler
 
-from .errors import DomainError
+from .errors import BodyTooLarge, DomainError
 from .parsers import StrictJSONParser
 
 API_PREFIX = "/api/"
@@ -141,7 +141,7 @@ def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
             "send large inputs as a file."
         )
         if request.path_info.startswith(API_PREFIX):
-            return JsonResponse({"detail": detail, "code": "too_large"}, status=413)
+            return JsonResponse({"detail": detail, "code": BodyTooLarge.code}, status=413)
         return HttpResponse(f"<h1>Request too large (413)</h1><p>{detail}</p>", status=413)
     if request.path_info.startswith(API_PREFIX):
         return JsonResponse({"detail": "Bad request.", "code": "bad_request"}, status=400)

@@ -28,3 +28,10 @@ class BadInput(DomainError):
 class TooLarge(DomainError):
     code = "too_large"
     http_status = 413
+
+
+class BodyTooLarge(TooLarge):
+    """A request body over its limit, whichever check caught it: the jobs view's own, from
+    Content-Length, or Django's, as it read form data (mlsite.api.bad_request)."""
+
+    code = "body_too_large"

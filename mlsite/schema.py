@@ -69,7 +69,7 @@ TOO_LARGE = (
     {
         "detail": "The request's form data is over the 2,621,440-byte limit; "
         "send large inputs as a file.",
-        "code": "too_large",
+        "code": "body_too_large",
     },
 )
 UNSUPPORTED_MEDIA_TYPE = (

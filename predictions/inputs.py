@@ -30,8 +30,11 @@ class BadFile(BadInput):
     code = "bad_file"
 
 
-def check_rows(model: RegisteredModel, rows: Any) -> list[dict[str, float]]:
-    """The rows as floats in schema order; raises BadInput naming the first bad row and field."""
+def check_rows(model: RegisteredModel, rows: Any, *, one: bool = False) -> list[dict[str, float]]:
+    """The rows as floats in schema order; raises BadInput naming the first bad row and field
+    (inputs[2].x, or input.x for `one`: a single row sent as `input`)."""
+    if one:
+        return [check_row(model.feature_names, rows[0], "input")]
     if not isinstance(rows, list) or not rows:
         raise BadInput("inputs must be a non-empty list of objects", field="inputs")
     if len(rows) > settings.MAX_INLINE_ROWS:

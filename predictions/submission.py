@@ -51,8 +51,10 @@ def submit_rows(
     *,
     priority: int = 5,
     idempotency_key: str = "",
+    one: bool = False,
 ) -> tuple[PredictionJob, bool]:
     """A job for inline rows, and whether it is new (False: the same key was used before).
+    `one`: the row came as `input` (inputs.check_rows names its errors so).
 
     Raises UnknownModel, UnusableVersion, BadInput or TooManyRows before anything is written.
     """
@@ -60,7 +62,7 @@ def submit_rows(
     if existing is not None:
         return existing, False
     version = usable_version(model_ref)
-    checked = inputs.check_rows(version.registered_model, rows)
+    checked = inputs.check_rows(version.registered_model, rows, one=one)
     job = PredictionJob(
         owner=owner,
         kind=Kind.SINGLE,

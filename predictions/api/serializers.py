@@ -53,8 +53,8 @@ class SubmitRowsSerializer(IncomingSerializer):
         refuse_unknown_fields(self)
         if ("inputs" in attrs) == ("input" in attrs):
             raise serializers.ValidationError({"inputs": ["Give either inputs or input."]})
-        rows = attrs.pop("inputs", None)
-        attrs["rows"] = [attrs.pop("input")] if rows is None else rows
+        attrs["one"] = "input" in attrs  # its errors are named input.x, not inputs[0].x
+        attrs["rows"] = [attrs.pop("input")] if attrs["one"] else attrs.pop("inputs")
         return attrs
 
 

@@ -26,7 +26,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.viewsets import GenericViewSet
 
-from mlsite.errors import BadInput, TooLarge
+from mlsite.errors import BadInput, BodyTooLarge
 from mlsite.parsers import StrictJSONParser
 
 from .. import running, submission, waiting
@@ -38,10 +38,6 @@ from .serializers import (
     SubmitFileSerializer,
     SubmitRowsSerializer,
 )
-
-
-class BodyTooLarge(TooLarge):
-    code = "body_too_large"
 
 
 class StorableDateTimeField(IsoDateTimeField):

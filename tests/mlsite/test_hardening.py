@@ -236,7 +236,7 @@ def test_form_data_over_the_request_limit_is_a_413_in_json() -> None:
     with override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=1000):
         answer = client.post("/api/v1/jobs/", {"model": "iris", "input": "x" * 2000})
     assert answer.status_code == 413
-    assert answer.json()["code"] == "too_large"
+    assert answer.json()["code"] == "body_too_large"  # as when the jobs view's own check refuses it
     assert "over the 1,000-byte limit; send large inputs as a file" in answer.json()["detail"]
     assert PredictionJob.objects.count() == 0
 

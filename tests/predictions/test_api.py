@@ -84,6 +84,16 @@ def test_a_bad_row_is_refused_naming_the_row_and_field(
     assert PredictionJob.objects.count() == 0
 
 
+@pytest.mark.parametrize(("case", "row", "code", "field"), bad_rows(), ids=lambda v: str(v)[:20])
+def test_a_bad_row_sent_as_input_is_named_by_that_field(
+    owner_client, case, row, code, field
+) -> None:
+    answer = post(owner_client, {"model": "iris", "input": row})
+    assert answer["http"] == 400, case
+    assert (answer["code"], answer["field"]) == (code, field.replace("inputs[0]", "input"))
+    assert PredictionJob.objects.count() == 0
+
+
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999"])
 def test_nan_and_infinity_are_refused(owner_client, literal) -> None:
     names = ", ".join(f'"{name}": 1.0' for name in IRIS_FEATURES[1:])
