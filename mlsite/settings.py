@@ -349,6 +349,9 @@ JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", TASK_TIME_LIMIT + 60)
 # A single job's lease is short: the process scoring it renews it every third of it while the
 # micro-batch runs (predictions/heartbeat.py), so one whose process died is re-run this soon.
 SINGLE_JOB_LEASE_SECONDS = env_float("SINGLE_JOB_LEASE_SECONDS", 90.0)
+# A batch chunk's lease, renewed the same way while it scores (the job's own lease stays
+# JOB_LEASE_SECONDS: its chunks may wait in the queue behind other jobs' chunks).
+CHUNK_LEASE_SECONDS = env_float("CHUNK_LEASE_SECONDS", 90.0)
 CELERY_TIMEZONE = TIME_ZONE
 
 # Every line carries job_id and task_id ("-" when it is about no job); LOG_FORMAT=json

@@ -298,7 +298,16 @@ def _json_preview(rows: Any, total: int) -> SafeString | str:
 
 @admin.register(BatchChunk)
 class BatchChunkAdmin(admin.ModelAdmin):
-    list_display = ["job", "index", "start_row", "stop_row", "status", "rows_failed", "updated_at"]
+    list_display = [
+        "job",
+        "index",
+        "start_row",
+        "stop_row",
+        "status",
+        "attempts",
+        "rows_failed",
+        "updated_at",
+    ]
     list_filter = ["status"]
     search_fields = ["job__id"]
     list_select_related = ["job"]

@@ -540,7 +540,7 @@ def write_part(
     if probabilities is not None:
         columns += [pa.array(probabilities[:, i]) for i in range(probabilities.shape[1])]
     table = pa.Table.from_arrays(columns, names=list(names))
-    partial = path.with_suffix(".tmp")
+    partial = _aside(path)
     pa_csv.write_csv(table, partial, pa_csv.WriteOptions(include_header=False))
     os.replace(partial, path)
 
@@ -556,12 +556,18 @@ def write_errors(path: Path, rows: Sequence[tuple[str, str, str]]) -> None:
 
     Lines end in LF, as the header line and the result file's do (csv's default is CRLF).
     """
-    partial = path.with_suffix(".tmp")
+    partial = _aside(path)
     with open(partial, "w", newline="", encoding="utf-8") as stream:
         writer = csv.writer(stream, lineterminator="\n")
         for row in rows:
             writer.writerow([escape_formula(cell) for cell in row])
     os.replace(partial, path)
+
+
+def _aside(path: Path) -> Path:
+    """Where this process writes a part before renaming it into place: its own, since a chunk
+    the reconciler took for lost may be written by two processes at once (the same bytes)."""
+    return path.with_name(f"{path.name}.{os.getpid()}.tmp")
 
 
 def concatenate(target: Path, names: Sequence[str], parts: Sequence[Path]) -> None:

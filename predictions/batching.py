@@ -11,7 +11,7 @@ import numpy as np
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from mlsite import dbretry, sending
@@ -19,7 +19,7 @@ from mlsite.errors import DomainError
 from modelregistry import loader
 from modelregistry.models import TaskKind
 
-from . import batchfiles, running, scoring, taskresults, waiting
+from . import batchfiles, heartbeat, running, scoring, taskresults, waiting
 from .batchfiles import ByteRange
 from .models import BatchChunk, ChunkStatus, FileFormat, PredictionJob, Status
 
@@ -79,7 +79,7 @@ def _plan(job: PredictionJob) -> list[int]:
     if job.chunks.exists():
         # A re-run after a lost worker: done chunks stand, the rest run again.
         job.chunks.filter(status=ChunkStatus.RUNNING).update(
-            status=ChunkStatus.PENDING, claimed_by=""
+            status=ChunkStatus.PENDING, claimed_by="", lease_expires_at=None
         )
         PredictionJob.objects.filter(pk=job.pk).update(result_file="")
         return list(job.chunks.exclude(status=ChunkStatus.DONE).values_list("pk", flat=True))
@@ -136,7 +136,7 @@ def score_chunk(chunk_id: int, task_id: str = "", *, retrying: bool = False) -> 
     it back, or, had the attempt before done it, does the merge that may have failed after:
     the first attempt is over, and neither need wait for the job's lease.
     """
-    if not _claim_chunk(chunk_id, task_id, retrying):
+    if not claim_chunk(chunk_id, task_id, retrying=retrying):
         if retrying and task_id:
             done_by_us = BatchChunk.objects.filter(
                 pk=chunk_id, status=ChunkStatus.DONE, claimed_by=task_id
@@ -148,7 +148,8 @@ def score_chunk(chunk_id: int, task_id: str = "", *, retrying: bool = False) -> 
     job = chunk.job
     running.renew_lease(job.pk)
     try:
-        scored, failed = _score_into_part(chunk)
+        with heartbeat.holding_chunks([chunk_id]):
+            scored, failed = _score_into_part(chunk)
     except DomainError as exc:
         running.fail(job.pk, exc.code, str(exc))
         return {"chunk": chunk_id, "job": str(job.pk), "error_code": exc.code}
@@ -160,11 +161,13 @@ def score_chunk(chunk_id: int, task_id: str = "", *, retrying: bool = False) -> 
     # The chunk is done only with its rows counted: written apart, a database lost between
     # the two left a done chunk whose rows no retry counted, and the job succeeded short of
     # them (PostgreSQL outage test: 19,500 of 20,000). Rolled back, the chunk stays running
-    # for the task's retry to take back (or, had the task no retry left, the job's lease).
+    # for the task's retry to take back (or, had the task no retry left, its lease to end).
+    # Only its claimant finishes it: one the reconciler took for lost and sent again is
+    # counted once, by whichever copy holds it now.
     with transaction.atomic():
-        finished = BatchChunk.objects.filter(pk=chunk_id, status=ChunkStatus.RUNNING).update(
-            status=ChunkStatus.DONE, rows_failed=failed
-        )
+        finished = BatchChunk.objects.filter(
+            pk=chunk_id, status=ChunkStatus.RUNNING, claimed_by=task_id
+        ).update(status=ChunkStatus.DONE, rows_failed=failed, lease_expires_at=None)
         if finished:
             # A range's rows were counted as lines: blank ones are not rows.
             miscounted = (
@@ -186,12 +189,59 @@ def score_chunk(chunk_id: int, task_id: str = "", *, retrying: bool = False) -> 
     }
 
 
-def _claim_chunk(chunk_id: int, task_id: str, retrying: bool) -> bool:
-    claimable = Q(status=ChunkStatus.PENDING)
-    if retrying and task_id:
-        claimable |= Q(status=ChunkStatus.RUNNING, claimed_by=task_id)
-    chunk = BatchChunk.objects.filter(claimable, pk=chunk_id, job__status=Status.RUNNING)
-    return bool(chunk.update(status=ChunkStatus.RUNNING, claimed_by=task_id))
+def lost_chunks(now: datetime) -> QuerySet[BatchChunk]:
+    """Running chunks of running jobs whose lease ran out: their process stopped renewing it."""
+    return BatchChunk.objects.filter(
+        status=ChunkStatus.RUNNING, lease_expires_at__lt=now, job__status=Status.RUNNING
+    )
+
+
+def run_chunk_again(chunk: BatchChunk, now: datetime) -> bool:
+    """Put a lost chunk back to pending and send it again, unless someone else just did;
+    its job's lease starts afresh, so the job is not taken for lost while the chunk waits.
+
+    The message of the lost claim, should the broker deliver it again, finds the chunk
+    taken and skips it: taking work back on a redelivery would loop on a chunk that kills
+    its worker, which the claims' count stops at MAX_ATTEMPTS instead.
+    """
+    still_lost = BatchChunk.objects.filter(
+        pk=chunk.pk,
+        status=ChunkStatus.RUNNING,
+        claimed_by=chunk.claimed_by,
+        lease_expires_at=chunk.lease_expires_at,
+    )
+    if not still_lost.update(status=ChunkStatus.PENDING, claimed_by="", lease_expires_at=None):
+        return False
+    running.renew_lease(chunk.job_id, now=now)
+    try:
+        sending.publish(CHUNK_TASK, args=[chunk.pk], priority=9 - chunk.job.priority)
+    except sending.BrokerUnavailable:
+        # Lost again as it was, so the next pass tries once more.
+        BatchChunk.objects.filter(pk=chunk.pk, status=ChunkStatus.PENDING, claimed_by="").update(
+            status=ChunkStatus.RUNNING,
+            claimed_by=chunk.claimed_by,
+            lease_expires_at=chunk.lease_expires_at,
+        )
+        return False
+    return True
+
+
+def claim_chunk(chunk_id: int, task_id: str, *, retrying: bool = False) -> bool:
+    """Take a pending chunk (an attempt counted) or, for the claiming task's own retry, the
+    chunk it holds (none counted: a database error is no lost worker), with a fresh lease."""
+    lease = heartbeat.chunk_lease_until(timezone.now())
+    chunks = BatchChunk.objects.filter(pk=chunk_id, job__status=Status.RUNNING)
+    if chunks.filter(status=ChunkStatus.PENDING).update(
+        status=ChunkStatus.RUNNING,
+        claimed_by=task_id,
+        attempts=F("attempts") + 1,
+        lease_expires_at=lease,
+    ):
+        return True
+    if not (retrying and task_id):
+        return False
+    ours = chunks.filter(status=ChunkStatus.RUNNING, claimed_by=task_id)
+    return bool(ours.update(lease_expires_at=lease))
 
 
 def _score_into_part(chunk: BatchChunk) -> tuple[int, int]:

@@ -192,6 +192,15 @@ class BatchChunk(models.Model):
         default="",
         help_text="The Celery task id scoring it; that task's own retry may take it back.",
     )
+    attempts = models.PositiveIntegerField(
+        "attempts", default=0, help_text="Claims by a task; lost this often, its job fails."
+    )
+    lease_expires_at = models.DateTimeField(
+        "lease expires",
+        null=True,
+        blank=True,
+        help_text="While running: renewed as it scores; past it, its worker is presumed lost.",
+    )
     updated_at = models.DateTimeField("updated", auto_now=True, help_text="")
 
     class Meta:

@@ -1,4 +1,5 @@
-"""The reconciler: what Redis forgot is sent again, what a dead worker held is re-run or failed.
+"""The reconciler: what Redis forgot is sent again, what a dead worker held (a job, a batch
+chunk) is run again or, lost MAX_ATTEMPTS times, failed.
 
 Every change is a conditional update on the values just read, so two reconcilers running at
 once act on each job at most once between them.
@@ -13,8 +14,8 @@ from django.conf import settings
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from . import submission, waiting
-from .models import PredictionJob, Status
+from . import batching, running, submission, waiting
+from .models import BatchChunk, PredictionJob, Status
 
 logger = logging.getLogger(__name__)
 BATCH_LIMIT = 500  # per pass; the next pass takes the rest
@@ -25,6 +26,7 @@ class Reconciled:
     resent: int = 0
     requeued: int = 0
     failed: int = 0
+    chunks_requeued: int = 0
 
 
 def stale_queued_jobs(now: datetime) -> QuerySet[PredictionJob]:
@@ -60,7 +62,13 @@ def reconcile(*, now: datetime | None = None) -> Reconciled:
             outcome.failed += _fail_lost(job, now)
         else:
             outcome.requeued += _requeue_lost(job, now)
-    if outcome.resent or outcome.requeued or outcome.failed:
+    lost_chunks = batching.lost_chunks(now).select_related("job")
+    for chunk in lost_chunks.order_by("lease_expires_at")[:BATCH_LIMIT]:
+        if chunk.attempts >= settings.MAX_ATTEMPTS:
+            outcome.failed += _fail_lost_chunk(chunk, now)
+        else:
+            outcome.chunks_requeued += batching.run_chunk_again(chunk, now)
+    if outcome.resent or outcome.requeued or outcome.failed or outcome.chunks_requeued:
         logger.warning("reconciled jobs: %s", outcome)
     return outcome
 
@@ -82,6 +90,11 @@ def _requeue_lost(job: PredictionJob, now: datetime) -> bool:
     if changed:
         submission.send(job.pk, job.kind, task_id, job.priority)
     return bool(changed)
+
+
+def _fail_lost_chunk(chunk: BatchChunk, now: datetime) -> bool:
+    message = f"the worker scoring chunk {chunk.index} was lost {chunk.attempts} times"
+    return running.fail(chunk.job_id, "worker_lost", message, now=now)
 
 
 def _fail_lost(job: PredictionJob, now: datetime) -> bool:

@@ -1,6 +1,7 @@
 """Celery tasks for prediction jobs: ids in, one domain function call."""
 
 import logging
+from dataclasses import asdict
 from typing import Any
 
 from celery import shared_task
@@ -89,4 +90,4 @@ def score_batch_chunk(chunk_id: int) -> dict[str, Any]:
 def reconcile_jobs() -> dict[str, int]:
     """Re-send what Redis forgot; re-run or fail what a dead worker held."""
     outcome = reconcile.reconcile()
-    return {"resent": outcome.resent, "requeued": outcome.requeued, "failed": outcome.failed}
+    return asdict(outcome)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from predictions.models import PredictionJob, Status
+from predictions.models import BatchChunk, ChunkStatus, PredictionJob, Status
 from tests import processes
 from tests.builders import in_process_predictions, iris_rows
 from tests.faults.harness import (
@@ -117,5 +117,39 @@ def test_single_jobs_of_killed_pool_processes_run_again_within_their_short_lease
         figures.report("kill -9 pool processes, single jobs, batch lease 600 s")
         figures.assert_zero()
         assert PredictionJob.objects.filter(pk__in=ids, attempts__gt=1).exists()  # re-run
+    finally:
+        stack.close()
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_chunk_of_killed_pool_processes_runs_again_within_its_short_lease(
+    volatile_redis, iris_version
+) -> None:
+    # The job's lease far beyond the test, chunks' 3 s (renewed while they score): the chunk
+    # a killed process held must run again because its own lease lapsed, not the job's.
+    slow_forest_in_production(1500)
+    stack = Stack(
+        volatile_redis.url,
+        JOB_LEASE_SECONDS="600",
+        CHUNK_LEASE_SECONDS="3",
+        BATCH_CHUNK_ROWS=str(BATCH_ROWS // 2),
+    )
+    stack.start()
+    try:
+        status, batch = stack.api.submit_file("rows.csv", iris_csv(BATCH_ROWS), id_column="row_id")
+        assert status == 201, batch
+        chunks = BatchChunk.objects.filter(job_id=batch["id"])
+        scoring = chunks.filter(status=ChunkStatus.RUNNING)
+        processes.wait_for(scoring.exists, 60, "a chunk scoring", interval=0.01)
+        for victim in pool_processes(stack.workers[0]):
+            os.kill(victim, signal.SIGKILL)
+        seconds = wait_until_finished([batch["id"]], timeout=60)
+
+        job = PredictionJob.objects.get(pk=batch["id"])
+        assert (job.status, job.error_code) == (Status.SUCCEEDED, ""), f"after {seconds:.1f} s"
+        check_batch(batch["id"])  # each row once, as the model predicts it
+        assert chunks.filter(attempts__gt=1).exists()  # a killed chunk ran again
+        print(f"batch recovered {seconds:.1f} s after the kill")
     finally:
         stack.close()

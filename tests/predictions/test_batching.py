@@ -1,5 +1,8 @@
 """Batch jobs as plain functions: plan chunks, score them, cancel between them, merge once."""
 
+import time
+from datetime import timedelta
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,7 +14,15 @@ from sklearn.datasets import load_iris
 from sklearn.svm import LinearSVC
 
 from mlsite import dbretry, sending
-from predictions import batchfiles, batching, running, submission, taskresults, waiting
+from predictions import (
+    batchfiles,
+    batching,
+    heartbeat,
+    running,
+    submission,
+    taskresults,
+    waiting,
+)
 from predictions.models import BatchChunk, ChunkStatus, PredictionJob, Status
 from tests.base import make_user
 from tests.builders import IRIS_FEATURES, in_process_predictions, iris_rows, make_version
@@ -355,3 +366,24 @@ def test_a_classifier_without_probabilities_gives_a_prediction_column_only() -> 
     result = pd.read_csv(job.result_file.path)
     assert list(result.columns) == ["prediction"]
     assert result["prediction"].tolist() == in_process_predictions(version, rows).tolist()
+
+
+@pytest.mark.django_db(transaction=True)  # the heartbeat writes from a thread of its own
+@override_settings(BATCH_CHUNK_ROWS=10, CHUNK_LEASE_SECONDS=0.6)
+def test_a_chunks_lease_is_renewed_only_while_it_scores(unsent_with_quick_retries) -> None:
+    _, first, _ = planned_in_two_chunks()
+    assert batching.claim_chunk(first, "t1")
+
+    def lease() -> object:
+        return BatchChunk.objects.get(pk=first).lease_expires_at
+
+    claimed_lease = lease()
+    beats = heartbeat.Heartbeat(heartbeat.renew_chunks, lambda: 0.6)  # beats every 0.2 s
+    with beats.holding([first]):
+        time.sleep(1.0)  # a chunk outliving its first lease
+        renewed = lease()
+    assert renewed > claimed_lease + timedelta(seconds=0.3)
+    time.sleep(0.3)  # a beat begun as the chunk ended may still land
+    settled = lease()
+    time.sleep(0.5)  # two more beats: once it ended, nothing renews it
+    assert lease() == settled

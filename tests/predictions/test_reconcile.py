@@ -1,14 +1,17 @@
-"""The reconciler: resend what stayed queued, re-run or fail what a lost worker held."""
+"""The reconciler: resend what stayed queued, re-run or fail what a lost worker held (a job,
+a batch chunk)."""
 
 from datetime import timedelta
 
+import pandas as pd
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import override_settings
 from django.utils import timezone
 
 from mlsite import sending
-from predictions import reconcile, running, submission
-from predictions.models import PredictionJob, Status
+from predictions import batching, reconcile, running, submission
+from predictions.models import BatchChunk, ChunkStatus, PredictionJob, Status
 from tests.base import make_user
 from tests.builders import iris_rows, make_version
 
@@ -90,3 +93,82 @@ def test_a_finished_job_is_left_alone(job) -> None:
     running.fail(job.pk, "scoring_failed", "boom")
     outcome = reconcile.reconcile(now=later(3600))
     assert (outcome.resent, outcome.requeued, outcome.failed) == (0, 0, 0)
+
+
+@pytest.fixture
+def planned_batch(monkeypatch) -> tuple[PredictionJob, int, int, list[list]]:
+    """A batch job of 15 rows planned in two chunks (nothing sent), and what is sent after."""
+    sent: list[list] = []
+    monkeypatch.setattr(sending, "publish", lambda name, *, args, **kwargs: sent.append(args))
+    make_version()
+    frame = pd.DataFrame(iris_rows(15))
+    upload = SimpleUploadedFile("rows.csv", frame.to_csv(index=False).encode())
+    job, _ = submission.submit_file(make_user(), "iris", upload, size=upload.size)
+    with override_settings(BATCH_CHUNK_ROWS=10):
+        batching.start(job.pk, "t")
+    first, second = sorted(BatchChunk.objects.filter(job=job).values_list("pk", flat=True))
+    sent.clear()
+    return job, first, second, sent
+
+
+@override_settings(CHUNK_LEASE_SECONDS=10, JOB_LEASE_SECONDS=600, MAX_ATTEMPTS=2)
+def test_a_lost_chunk_is_sent_again_then_fails_its_job_at_the_attempt_cap(planned_batch) -> None:
+    job, first, _, sent = planned_batch
+    assert batching.claim_chunk(first, "dies-1")  # its process dies: nothing renews the lease
+    assert reconcile.reconcile(now=later(5)).chunks_requeued == 0  # lease still valid
+    assert reconcile.reconcile(now=later(11)).chunks_requeued == 1  # not the job's 600 s
+    assert BatchChunk.objects.get(pk=first).status == ChunkStatus.PENDING
+    assert sent == [[first]]
+    assert PredictionJob.objects.get(pk=job.pk).status == Status.RUNNING
+
+    assert batching.claim_chunk(first, "dies-2")
+    outcome = reconcile.reconcile(now=later(11))
+    job.refresh_from_db()
+    assert (outcome.failed, outcome.chunks_requeued) == (1, 0)
+    assert (job.status, job.error_code) == (Status.FAILED, "worker_lost")
+    assert job.error_message == "the worker scoring chunk 0 was lost 2 times"
+
+
+@override_settings(CHUNK_LEASE_SECONDS=10)
+def test_a_lost_chunk_the_broker_refused_is_sent_by_the_next_pass(
+    planned_batch, monkeypatch
+) -> None:
+    _, first, _, sent = planned_batch
+    assert batching.claim_chunk(first, "dies")
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise sending.BrokerUnavailable("Redis is down")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(sending, "publish", refuse)
+        assert reconcile.reconcile(now=later(11)).chunks_requeued == 0
+    assert BatchChunk.objects.get(pk=first).status == ChunkStatus.RUNNING  # still lost
+    assert reconcile.reconcile(now=later(11)).chunks_requeued == 1
+    assert sent == [[first]]
+
+
+@override_settings(CHUNK_LEASE_SECONDS=10)
+def test_a_chunk_taken_for_lost_while_it_still_ran_is_counted_once(
+    planned_batch, monkeypatch
+) -> None:
+    # A process too busy to renew its lease, not dead: the chunk is sent again and another
+    # copy claims it while the first still scores. Only the copy holding it counts its rows.
+    job, first, second, _ = planned_batch
+    real = batching._score_into_part
+
+    def outlived(chunk: BatchChunk) -> tuple[int, int]:
+        assert reconcile.reconcile(now=later(11)).chunks_requeued == 1
+        assert batching.claim_chunk(first, "copy")
+        return real(chunk)
+
+    monkeypatch.setattr(batching, "_score_into_part", outlived)
+    batching.score_chunk(first, "slow")
+    monkeypatch.setattr(batching, "_score_into_part", real)
+    assert PredictionJob.objects.get(pk=job.pk).rows_done == 0
+    assert "skipped" in batching.score_chunk(first, "slow")  # its own message again
+
+    assert batching.score_chunk(first, "copy", retrying=True)["rows"] == 10
+    batching.score_chunk(second, "other")
+    job.refresh_from_db()
+    assert (job.status, job.rows_done) == (Status.SUCCEEDED, 15)
+    assert len(pd.read_csv(job.result_file.path)) == 15
