@@ -326,9 +326,9 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_QUEUES = [Queue(name) for name in ("predict", "batch", "training", "default")]
 CELERY_TASK_ROUTES = {
     "predictions.tasks.score_single_jobs": {"queue": "predict"},
+    "predictions.tasks.score_single_job_alone": {"queue": "predict"},
     "predictions.tasks.run_batch_job": {"queue": "batch"},
     "predictions.tasks.score_batch_chunk": {"queue": "batch"},
-    "predictions.tasks.merge_batch_job": {"queue": "batch"},
     "modelregistry.tasks.*": {"queue": "training"},
 }
 CELERY_BEAT_SCHEDULER = "mlsite.scheduler.HeartbeatScheduler"

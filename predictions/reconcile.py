@@ -88,7 +88,7 @@ def _requeue_lost(job: PredictionJob, now: datetime) -> bool:
         status=Status.QUEUED, task_id=task_id, enqueued_at=now, lease_expires_at=None
     )
     if changed:
-        submission.send(job.pk, job.kind, task_id, job.priority)
+        submission.send(job.pk, job.kind, task_id, job.priority, run_before=True)
     return bool(changed)
 
 

@@ -26,6 +26,8 @@ TASK_FOR_KIND: dict[str, str] = {
     Kind.SINGLE: "predictions.tasks.score_single_jobs",
     Kind.BATCH: "predictions.tasks.run_batch_job",
 }
+# A single job run before (its worker was lost with it) is scored in a micro-batch of its own.
+RUN_AGAIN_TASK_FOR_KIND = {**TASK_FOR_KIND, Kind.SINGLE: "predictions.tasks.score_single_job_alone"}
 NEW_JOB = RowInsert()
 
 
@@ -149,15 +151,17 @@ def _create(job: PredictionJob) -> tuple[PredictionJob, bool]:
     return job, True
 
 
-def send(job_id: UUID, kind: str, task_id: str, priority: int = 5) -> bool:
+def send(
+    job_id: UUID, kind: str, task_id: str, priority: int = 5, *, run_before: bool = False
+) -> bool:
     """Send the job's message; False when the broker is unreachable (the reconciler resends).
 
-    Redis pops priority 0 first, so our 9 (highest) becomes its 0.
+    Redis pops priority 0 first, so our 9 (highest) becomes its 0. `run_before`: a job
+    claimed before (its worker lost), for RUN_AGAIN_TASK_FOR_KIND.
     """
+    task = (RUN_AGAIN_TASK_FOR_KIND if run_before else TASK_FOR_KIND)[kind]
     try:
-        sending.publish(
-            TASK_FOR_KIND[kind], args=[str(job_id)], task_id=task_id, priority=9 - priority
-        )
+        sending.publish(task, args=[str(job_id)], task_id=task_id, priority=9 - priority)
     except sending.BrokerUnavailable as exc:
         logger.warning(
             "job %s not sent (%s); the reconciler will send it",
@@ -182,7 +186,7 @@ def resend(job: PredictionJob, *, now: datetime | None = None) -> bool:
     ).update(task_id=task_id, enqueued_at=now)
     if not changed:
         return False
-    if send(job.pk, job.kind, task_id, job.priority):
+    if send(job.pk, job.kind, task_id, job.priority, run_before=job.attempts > 0):
         return True
     PredictionJob.objects.filter(pk=job.pk, task_id=task_id).update(enqueued_at=job.enqueued_at)
     return False

@@ -38,15 +38,32 @@ def score_single_jobs(requests: list[SimpleRequest]) -> int:
     The micro-batch has up to flush_every requests, taken as they wait in the worker's prefetch
     buffer, so the worker's prefetch limit must allow that many (see the README).
     """
-    jobs = running.claim_many([(str(request.args[0]), request.id) for request in requests])
+    pairs = [(str(request.args[0]), request.id) for request in requests]
+    return _score_single(pairs, score_single_jobs.name, requests[0].hostname)
+
+
+@shared_task(acks_late=True)
+def score_single_job_alone(job_id: str) -> int:
+    """Score one single job in a micro-batch of its own: a job whose worker was lost with it.
+
+    Should it be the job that killed the worker (a model that crashes on its input), it takes
+    no other job down with it again: each job of the lost micro-batch is charged that one
+    attempt, and only the culprit goes on to fail as worker_lost at MAX_ATTEMPTS.
+    """
+    request = score_single_job_alone.request
+    return _score_single([(job_id, request.id)], score_single_job_alone.name, request.hostname)
+
+
+def _score_single(pairs: list[tuple[str, str]], task_name: str, hostname: str | None) -> int:
+    jobs = running.claim_many(pairs)
     if not jobs:
         return 0
 
     def record(written: list[PredictionJob]) -> None:
         taskresults.record_done(
             [(job.task_id, running.summary(job)) for job in written],
-            task_name=score_single_jobs.name,
-            worker=requests[0].hostname,
+            task_name=task_name,
+            worker=hostname,
         )
 
     with heartbeat.holding(str(job.pk) for job in jobs):

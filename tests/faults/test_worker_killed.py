@@ -6,10 +6,12 @@ import signal
 import time
 
 import pytest
+from django.test import override_settings
 
 from predictions.models import BatchChunk, ChunkStatus, PredictionJob, Status
 from tests import processes
-from tests.builders import in_process_predictions, iris_rows
+from tests.builders import IRIS_FEATURES, in_process_predictions, iris_rows, make_version
+from tests.faults import poison
 from tests.faults.harness import (
     Stack,
     count_done,
@@ -151,5 +153,39 @@ def test_a_batch_chunk_of_killed_pool_processes_runs_again_within_its_short_leas
         check_batch(batch["id"])  # each row once, as the model predicts it
         assert chunks.filter(attempts__gt=1).exists()  # a killed chunk ran again
         print(f"batch recovered {seconds:.1f} s after the kill")
+    finally:
+        stack.close()
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_job_that_kills_its_worker_fails_alone(volatile_redis) -> None:
+    # One job whose input crashes the model's process, among 40 that share its micro-batch:
+    # they are lost with it once, then run again each on its own and succeed, while it
+    # fails as worker_lost at MAX_ATTEMPTS. Re-run together, neighbours failed with it.
+    with override_settings(UNPICKLE_EXTRA_ALLOWED=[poison.ALLOWED]):
+        make_version(estimator=poison.fitted())
+    stack = Stack(
+        volatile_redis.url,
+        UNPICKLE_EXTRA_ALLOWED=poison.ALLOWED,
+        SINGLE_JOB_LEASE_SECONDS="3",
+        MAX_ATTEMPTS="3",
+    )
+    stack.start(worker=False)  # all waiting when it starts, so they share micro-batches
+    try:
+        good = [iris_rows(1, offset=i) for i in range(40)]
+        bad = [{**iris_rows(1)[0], IRIS_FEATURES[0]: poison.POISON}]
+        ids = stack.api.submit_many([*good[:20], bad, *good[20:]])
+        bad_id = ids.pop(20)
+        stack.start_worker()
+        seconds = wait_until_finished([*ids, bad_id], timeout=90)
+
+        culprit = PredictionJob.objects.get(pk=bad_id)
+        assert (culprit.status, culprit.error_code) == (Status.FAILED, "worker_lost")
+        figures = figures_for(ids, dict(zip(ids, good, strict=True)), stack.api)
+        figures.notes.update(finished_in_s=round(seconds, 1))
+        figures.report("a job that kills its worker, among 40")
+        figures.assert_zero()
+        assert PredictionJob.objects.filter(pk__in=ids, attempts__gt=1).exists()  # lost once
     finally:
         stack.close()

@@ -87,6 +87,16 @@ def test_a_lost_job_is_run_again_then_failed_at_the_attempt_cap(job) -> None:
     assert (job.status, job.error_code, job.attempts) == (Status.FAILED, "worker_lost", 2)
 
 
+@override_settings(SINGLE_JOB_LEASE_SECONDS=10, RECONCILE_QUEUED_AFTER=60)
+def test_a_single_job_run_before_is_sent_to_be_scored_alone(job, monkeypatch) -> None:
+    sent: list[str] = []
+    monkeypatch.setattr(sending, "publish", lambda name, **kwargs: sent.append(name))
+    running.claim_many([(str(job.pk), "t1")])  # its micro-batch's process dies
+    assert reconcile.reconcile(now=later(11)).requeued == 1
+    assert reconcile.reconcile(now=later(200)).resent == 1  # and its message is lost too
+    assert sent == ["predictions.tasks.score_single_job_alone"] * 2
+
+
 @override_settings(JOB_LEASE_SECONDS=10)
 def test_a_finished_job_is_left_alone(job) -> None:
     running.claim(job.pk, "t1")
