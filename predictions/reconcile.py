@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from uuid import uuid4
 
 from django.conf import settings
-from django.db.models import Q, QuerySet
+from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F, Q, QuerySet
 from django.utils import timezone
 
 from . import batching, running, submission, waiting
@@ -30,21 +30,24 @@ class Reconciled:
 
 
 def stale_queued_jobs(now: datetime) -> QuerySet[PredictionJob]:
-    cutoff = now - timedelta(seconds=settings.RECONCILE_QUEUED_AFTER)
-    sent_long_ago = Q(enqueued_at__lt=cutoff) | Q(enqueued_at__isnull=True, created_at__lt=cutoff)
-    return PredictionJob.objects.filter(sent_long_ago, status=Status.QUEUED)
-
-
-def resend_is_due(job: PredictionJob, now: datetime) -> bool:
-    """Whether a queued job's wait since its last send is as long as its wait before it (at
-    least RECONCILE_QUEUED_AFTER, at most ten times that), so resends back off: 60 s, 120,
-    240 … apart. Sent every pass instead, a backlog behind a stalled worker was queued once
-    more a minute, and the worker, once back, skipped every copy."""
-    if job.enqueued_at is None:  # never sent (Redis was away): send it now
-        return True
+    """Queued jobs due to be sent again: never sent and older than RECONCILE_QUEUED_AFTER, or
+    waiting since their last send as long as they had waited before it (at least that
+    setting, at most ten times it), so resends back off: 60 s, 120, 240 … apart. Sent every
+    pass instead, a backlog behind a stalled worker was queued once more a minute, and the
+    worker, once back, skipped every copy. The database picks them, so a backlog still
+    backing off never hides a due job behind it."""
     quiet = timedelta(seconds=settings.RECONCILE_QUEUED_AFTER)
-    waited_before = min(job.enqueued_at - job.created_at, 10 * quiet)
-    return now - job.enqueued_at >= max(quiet, waited_before)
+    never_sent = Q(enqueued_at__isnull=True, created_at__lt=now - quiet)
+    waited_before = ExpressionWrapper(
+        F("enqueued_at") - F("created_at"), output_field=DurationField()
+    )
+    doubled = ExpressionWrapper(F("enqueued_at") + waited_before, output_field=DateTimeField())
+    due = Q(enqueued_at__lt=now - quiet) & (
+        Q(enqueued_at__lte=now - 10 * quiet) | Q(doubled__lte=now)
+    )
+    return PredictionJob.objects.alias(doubled=doubled).filter(
+        never_sent | due, status=Status.QUEUED
+    )
 
 
 def lost_jobs(now: datetime) -> QuerySet[PredictionJob]:
@@ -55,8 +58,7 @@ def reconcile(*, now: datetime | None = None) -> Reconciled:
     now = now or timezone.now()
     outcome = Reconciled()
     for job in stale_queued_jobs(now).order_by("enqueued_at")[:BATCH_LIMIT]:
-        if resend_is_due(job, now):
-            outcome.resent += submission.resend(job, now=now)
+        outcome.resent += submission.resend(job, now=now)
     for job in lost_jobs(now).order_by("lease_expires_at")[:BATCH_LIMIT]:
         if job.attempts >= settings.MAX_ATTEMPTS:
             outcome.failed += _fail_lost(job, now)

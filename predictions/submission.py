@@ -177,7 +177,7 @@ def resend(job: PredictionJob, *, now: datetime | None = None) -> bool:
     """Give a queued job a fresh task id and send it again, unless someone else just did.
 
     A send the broker refused keeps the time of the last one that reached it: the
-    reconciler's backoff (reconcile.resend_is_due) counts only messages really queued.
+    reconciler's backoff (reconcile.stale_queued_jobs) counts only messages really queued.
     """
     now = now or timezone.now()
     task_id = str(uuid4())

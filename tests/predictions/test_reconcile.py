@@ -37,6 +37,7 @@ def test_a_job_queued_too_long_is_sent_again_with_a_fresh_task_id(job) -> None:
     assert PredictionJob.objects.get(pk=job.pk).task_id != job.task_id
 
 
+@pytest.mark.postgres  # the database does the date arithmetic, as each one does it
 @override_settings(RECONCILE_QUEUED_AFTER=60)
 def test_resends_of_a_job_that_stays_queued_back_off(job) -> None:
     # A stalled worker: the job's messages wait; each resend waits as long as the job had.
@@ -49,6 +50,24 @@ def test_resends_of_a_job_that_stays_queued_back_off(job) -> None:
     # Stale past 60 s (a pass every 10 s sees it at 70), then twice as long each time, and
     # never more than 600 s apart.
     assert sent_at == [70, 140, 280, 560, 1120, 1720, 2320]
+
+
+@override_settings(RECONCILE_QUEUED_AFTER=60)
+def test_jobs_still_backing_off_do_not_hide_a_due_one(job, monkeypatch) -> None:
+    monkeypatch.setattr(reconcile, "BATCH_LIMIT", 2)  # a pass's window
+    start = timezone.now()
+    backing_off = [submission.submit_rows(job.owner, "iris", iris_rows(1))[0] for _ in range(2)]
+    # Sent last 100 s ago after a wait of 300 s: due again at 300 s since that send.
+    for waiting_job in backing_off:
+        PredictionJob.objects.filter(pk=waiting_job.pk).update(
+            created_at=start - timedelta(seconds=400), enqueued_at=start - timedelta(seconds=100)
+        )
+    # Sent 90 s ago, 10 s after it was made: due (sent later, so after them in the window).
+    PredictionJob.objects.filter(pk=job.pk).update(
+        created_at=start - timedelta(seconds=100), enqueued_at=start - timedelta(seconds=90)
+    )
+    assert reconcile.reconcile(now=start).resent == 1
+    assert PredictionJob.objects.get(pk=job.pk).enqueued_at == start
 
 
 @override_settings(RECONCILE_QUEUED_AFTER=60)
