@@ -15,7 +15,13 @@ from rest_framework.renderers import BaseRenderer
 
 from mlsite.errors import Conflict, DomainError
 
-from ..batchfiles import ESCAPED_STARTS, empty_errors, escape_formula, unescape_formula
+from ..batchfiles import (
+    ESCAPED_STARTS,
+    empty_errors,
+    error_header,
+    escape_formula,
+    unescape_formula,
+)
 from ..models import Kind, PredictionJob, Status
 
 PARQUET_TYPE = "application/vnd.apache.parquet"
@@ -141,6 +147,28 @@ def parquet_response(job: PredictionJob) -> HttpResponse:
     response = HttpResponse(buffer.getvalue(), content_type=PARQUET_TYPE)
     response["Content-Disposition"] = f'attachment; filename="{job.pk}.parquet"'
     return response
+
+
+def error_rows(job: PredictionJob) -> list[dict[str, Any]]:
+    """The rows that failed as JSON: row number, id (under the id column's name, or "id") and
+    error, as in the error file, spreadsheet escapes undone."""
+    if job.rows_failed > settings.MAX_JSON_RESULT_ROWS:
+        raise ResultTooLarge(
+            f"{job.rows_failed} failed rows is too many for JSON; ask for format=csv"
+        )
+    if not job.error_file:
+        return []
+    row, *texts = error_header(job.id_column)
+    options = pa_csv.ConvertOptions(
+        column_types={row: pa.int64(), **{name: pa.string() for name in texts}},
+        null_values=[],
+        strings_can_be_null=False,
+    )
+    with job.error_file.open("rb") as stream:
+        table = pa_csv.read_csv(stream, convert_options=options)
+    columns = [_unescaped(column) for column in table.columns]
+    names = [unescape_formula(name) for name in table.column_names]
+    return pa.Table.from_arrays(columns, names=names).to_pylist()
 
 
 def errors_response(job: PredictionJob) -> HttpResponse | FileResponse:

@@ -92,6 +92,24 @@ WAIT = OpenApiParameter(
 RESULT_FORMAT = OpenApiParameter(
     "format", OpenApiTypes.STR, enum=["json", "csv", "parquet"], description="Result format."
 )
+ERRORS_FORMAT = OpenApiParameter(
+    "format", OpenApiTypes.STR, enum=["csv", "json"], description="Error rows' format (csv)."
+)
+ERROR_ROWS = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {
+            "row": {"type": "integer", "description": "The row's number in the file, from 1."},
+            "error": {"type": "string", "description": "Why it could not be scored."},
+        },
+        "required": ["row", "error"],
+        "additionalProperties": {
+            "type": "string",
+            "description": "The row's id, under the id column's name (or id).",
+        },
+    },
+}
 ROWS_EXAMPLE = OpenApiExample(
     "Two iris rows",
     value={
@@ -271,25 +289,32 @@ class JobViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
         return Response(results.json_rows(job))
 
     @extend_schema(
+        parameters=[ERRORS_FORMAT],
         responses={
             (200, "text/csv"): OpenApiTypes.BINARY,
-            409: OpenApiResponse(
-                description="The job has not succeeded, or has no failed rows (result_not_ready)."
+            (200, "application/json"): ERROR_ROWS,
+            400: OpenApiResponse(
+                description="A bad ?format=, or more failed rows than MAX_JSON_RESULT_ROWS "
+                "asked for as JSON (result_too_large): ask for csv."
             ),
+            409: OpenApiResponse(description="The job has not succeeded (result_not_ready)."),
             410: RESULT_GONE,
-        }
+        },
     )
     @action(
         detail=True,
         url_path="errors",
         url_name="errors",
-        renderer_classes=[JSONRenderer, BrowsableAPIRenderer, results.CSVRenderer],
+        # CSV first: the error file is what a client gets unless it asks for JSON.
+        renderer_classes=[results.CSVRenderer, JSONRenderer, BrowsableAPIRenderer],
     )
     def errors(self, request: Request, pk: str | None = None) -> HttpResponseBase:
-        """The rows that could not be scored: row number, id, reason (CSV; the header alone
-        when none failed)."""
+        """The rows that could not be scored: row number, id, reason; CSV (the header alone
+        when none failed) or ?format=json rows."""
         job = self.get_object()
         results.check_ready(job)
+        if request.accepted_renderer.format == "json":
+            return Response(results.error_rows(job))
         return results.errors_response(job)
 
     # DRF takes any HttpResponseBase here (the file downloads are not Responses); the stubs

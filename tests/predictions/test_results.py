@@ -124,6 +124,33 @@ def test_a_batch_without_failed_rows_has_an_error_file_of_its_header_alone() -> 
     )
 
 
+def test_failed_rows_are_csv_by_default_and_json_on_request() -> None:
+    make_version()
+    rows = iris_rows(4)
+    text = pd.DataFrame({"key": ["ok", "=cmd", "007", "fine"], **pd.DataFrame(rows)}).to_csv(
+        index=False
+    )
+    lines = text.splitlines()
+    lines[2] = lines[2].replace(str(rows[1]["sepal_length"]), "abc", 1)  # row 2: "=cmd"
+    lines[3] = lines[3].rsplit(",", 1)[0] + ","  # row 3: "007", a cell empty
+    upload = SimpleUploadedFile("rows.csv", ("\n".join(lines) + "\n").encode())
+    job, _ = submission.submit_file(make_user(), "iris", upload, size=upload.size, id_column="key")
+    batching.start(job.pk, "t")
+    for chunk_id in BatchChunk.objects.filter(job=job).values_list("pk", flat=True):
+        batching.score_chunk(chunk_id)
+    client = APIClient()
+    client.force_authenticate(job.owner)
+
+    answer = client.get(f"/api/v1/jobs/{job.pk}/errors/?format=json")
+
+    assert answer.status_code == 200
+    assert [(row["row"], row["key"]) for row in answer.json()] == [(2, "=cmd"), (3, "007")]
+    assert all(row["error"] for row in answer.json())
+    default = client.get(f"/api/v1/jobs/{job.pk}/errors/")
+    assert default["Content-Type"] == "text/csv"
+    assert b"".join(default.streaming_content).startswith(b"row,key,error\n2,'=cmd,")
+
+
 def test_a_batch_jobs_result_url_answers_csv_until_retention_purges_it() -> None:
     make_version()
     job = scored_batch(iris_rows(3), ["a", "b", "c"])
