@@ -15,7 +15,7 @@ from collections.abc import Iterator, MutableSequence, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 import numpy as np
 import pandas as pd
@@ -101,6 +101,14 @@ def csv_header(source: Path) -> tuple[list[str], int]:
     with open(source, "rb") as stream:
         line = stream.readline()
     return csv_header_names(line), len(line)
+
+
+class Unreadable(NamedTuple):
+    """A line pyarrow could not read: where it is, why, and its id cell when it has one."""
+
+    line: int
+    reason: str
+    id: str = ""
 
 
 @dataclass
@@ -224,8 +232,9 @@ def _csv_batches(
     source: Path, features: Sequence[str], id_column: str, text: bool
 ) -> Iterator[pa.RecordBatch]:
     """The rows of a CSV, with a row for each line that cannot be read in its place."""
-    unreadable: deque[tuple[int, str]] = deque()  # (line among the non-blank ones, 1 the header)
-    parse_options, types = _csv_reading(features, id_column, text, unreadable)
+    unreadable: deque[Unreadable] = deque()  # lines counted among the non-blank ones, 1 the header
+    columns, _ = csv_header(source)
+    parse_options, types = _csv_reading(features, id_column, columns, text, unreadable)
     try:
         reader = pa_csv.open_csv(
             source,
@@ -242,25 +251,26 @@ def _csv_batches(
             # A block's lines are all numbered before its batch comes out.
             placed, lines = _unreadable_in(unreadable, lines, lines + batch.num_rows)
             table = pa.Table.from_batches([batch])
-            yield from _with_unreadable(table, placed).to_batches()
+            yield from _with_unreadable(table, placed, id_column).to_batches()
     except pa.ArrowInvalid as exc:
         if not text:
             raise  # the caller reads the file again in text mode
         raise BadFile(f"the CSV file cannot be read: {exc}") from None
-    rest = [(at, reason) for at, (_, reason) in enumerate(unreadable)]
+    rest = [line._replace(line=at) for at, line in enumerate(unreadable)]
     if rest:  # the lines after the last row
-        yield from _with_unreadable(_empty(features, id_column, text), rest).to_batches()
+        empty = _empty(features, id_column, text)
+        yield from _with_unreadable(empty, rest, id_column).to_batches()
 
 
 def _unreadable_in(
-    unreadable: deque[tuple[int, str]], first: int, stop: int
-) -> tuple[list[tuple[int, str]], int]:
+    unreadable: deque[Unreadable], first: int, stop: int
+) -> tuple[list[Unreadable], int]:
     """Takes from `unreadable` the lines that fall among a batch's rows, the batch starting
-    at data line `first`: their positions in the batch, and the data line after it."""
+    at data line `first`: them, positioned in the batch, and the data line after it."""
     placed = []
-    while unreadable and unreadable[0][0] - 2 < stop:  # line 2 is data line 0
-        line, reason = unreadable.popleft()
-        placed.append((line - 2 - first, reason))
+    while unreadable and unreadable[0].line - 2 < stop:  # line 2 is data line 0
+        taken = unreadable.popleft()
+        placed.append(taken._replace(line=taken.line - 2 - first))
         stop += 1
     return placed, stop
 
@@ -268,12 +278,13 @@ def _unreadable_in(
 def _csv_reading(
     features: Sequence[str],
     id_column: str,
+    columns: Sequence[str],
     text: bool,
-    unreadable: MutableSequence[tuple[int, str]],
+    unreadable: MutableSequence[Unreadable],
 ) -> tuple[pa_csv.ParseOptions, dict[str, pa.DataType]]:
-    """Parse options that skip ragged lines, noting (line number, reason) in `unreadable`
-    (numbers count non-blank lines from 1, and are known only to a reader on one thread),
-    and the column types.
+    """Parse options that skip ragged lines, noting each in `unreadable` (numbers count
+    non-blank lines from 1, and are known only to a reader on one thread) with its id cell
+    when the line reaches the id column, and the column types.
 
     Text mode reads cells as bytes: a feature or id cell that is not UTF-8 then fails its
     own row instead of the whole file.
@@ -283,11 +294,21 @@ def _csv_reading(
         reason = (
             f"unreadable line: expected {row.expected_columns} columns, got {row.actual_columns}"
         )
-        unreadable.append((row.number, reason))
+        unreadable.append(Unreadable(row.number, reason, _cell(row.text, id_at)))
         return "skip"
+
+    id_at = list(columns).index(id_column) if id_column in columns else None
 
     types = _column_types(features, id_column, text)
     return pa_csv.ParseOptions(invalid_row_handler=skip_ragged), types
+
+
+def _cell(line: str, at: int | None) -> str:
+    """Cell `at` of a CSV line, or "" (no such cell, or none asked for)."""
+    if at is None:
+        return ""
+    cells = next(csv.reader([line]), [])
+    return cells[at] if at < len(cells) else ""
 
 
 def _column_types(features: Sequence[str], id_column: str, text: bool) -> dict[str, pa.DataType]:
@@ -309,22 +330,24 @@ def _converting(types: dict[str, pa.DataType]) -> pa_csv.ConvertOptions:
     )
 
 
-def _with_unreadable(table: pa.Table, lines: list[tuple[int, str]]) -> pa.Table:
-    """The table with an UNREADABLE column, and a row put in at each of `lines` (position
-    among all the rows, reason): its reason there, its text cells empty, its numbers null."""
+def _with_unreadable(table: pa.Table, lines: list[Unreadable], id_column: str) -> pa.Table:
+    """The table with an UNREADABLE column, and a row put in for each of `lines` (positioned
+    among all the rows): its reason there, its id cell, other text cells empty, numbers null."""
     if not lines:
         return table.append_column(UNREADABLE, pa.nulls(table.num_rows, pa.string()))
     count = len(lines)
     filler = [
-        pa.array([b""] * count, kind)
+        pa.array([line.id.encode() for line in lines], kind)
+        if name == id_column
+        else pa.array([b""] * count, kind)
         if pa.types.is_string(kind) or pa.types.is_binary(kind)
         else pa.nulls(count, kind)
-        for kind in table.schema.types
+        for name, kind in zip(table.column_names, table.schema.types, strict=True)
     ]
     merged = pa.concat_tables([table, pa.Table.from_arrays(filler, schema=table.schema)])
-    reasons = pa.array([None] * table.num_rows + [reason for _, reason in lines], pa.string())
+    reasons = pa.array([None] * table.num_rows + [line.reason for line in lines], pa.string())
     order = np.empty(table.num_rows + count, dtype=np.int64)
-    at = np.array([position for position, _ in lines], dtype=np.int64)
+    at = np.array([line.line for line in lines], dtype=np.int64)
     is_row = np.ones(len(order), dtype=bool)
     is_row[at] = False
     order[is_row] = np.arange(table.num_rows)
@@ -381,7 +404,7 @@ def read_range(source: Path, span: ByteRange, features: Sequence[str], id_column
     # pyarrow parses 1 MiB blocks 40 % faster than 8 MiB ones (CPU caches; bench/); a block
     # must hold a whole line, and a line is about as long as the header, a few times over.
     block_bytes = max(RANGE_BLOCK_BYTES, 16 * header_bytes)
-    unreadable: list[tuple[int, str]] = []
+    unreadable: list[Unreadable] = []
     # Parsed where the page cache holds it: reading the range into a buffer first cost a
     # sixth of the parse (bench/). Nothing made from it outlives the mapping.
     with pa.memory_map(str(source)) as mapped:
@@ -394,7 +417,8 @@ def read_range(source: Path, span: ByteRange, features: Sequence[str], id_column
             unreadable.clear()
             table = parse(True, unreadable)
         if unreadable:  # numbered from 1 among the range's non-blank lines
-            table = _with_unreadable(table, [(line - 1, why) for line, why in unreadable])
+            placed = [line._replace(line=line.line - 1) for line in unreadable]
+            table = _with_unreadable(table, placed, id_column)
         rows = _chunk_rows(table, features, id_column)
         lines = span.stop_row - span.start_row
         if table.num_rows < lines:  # blank lines, which pyarrow skips, keep their numbers
@@ -409,9 +433,9 @@ def _parse_range(
     features: Sequence[str],
     id_column: str,
     text: bool,
-    unreadable: list[tuple[int, str]],
+    unreadable: list[Unreadable],
 ) -> pa.Table:
-    parse_options, types = _csv_reading(features, id_column, text, unreadable)
+    parse_options, types = _csv_reading(features, id_column, columns, text, unreadable)
     try:
         return pa_csv.read_csv(
             data,

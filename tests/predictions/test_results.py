@@ -132,7 +132,7 @@ def test_failed_rows_are_csv_by_default_and_json_on_request() -> None:
     )
     lines = text.splitlines()
     lines[2] = lines[2].replace(str(rows[1]["sepal_length"]), "abc", 1)  # row 2: "=cmd"
-    lines[3] = lines[3].rsplit(",", 1)[0] + ","  # row 3: "007", a cell empty
+    lines[3] = lines[3].rsplit(",", 1)[0]  # row 3: "007", a cell short
     upload = SimpleUploadedFile("rows.csv", ("\n".join(lines) + "\n").encode())
     job, _ = submission.submit_file(make_user(), "iris", upload, size=upload.size, id_column="key")
     batching.start(job.pk, "t")
