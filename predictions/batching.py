@@ -259,7 +259,7 @@ def _score_into_part(chunk: BatchChunk) -> tuple[int, int]:
     failed = rows.errors  # (position in the chunk, reason)
     scored = 0
     if len(rows.good):
-        result = scoring.score_rows(estimator, rows.matrix, with_probabilities=with_probabilities)
+        result = scoring.score_rows(estimator, rows.matrix, with_probabilities, model.feature_names)
         if result.failures:  # rows the model failed on, as positions in the chunk
             failed = sorted(
                 failed + [(int(rows.good[at]), why) for at, why in result.failures.items()]

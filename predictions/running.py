@@ -198,7 +198,7 @@ def _score_group(version: ModelVersion, jobs: list[PredictionJob]) -> None:
         [[row[name] for name in features] for job in jobs for row in cast(list, job.inputs)]
     )
     is_classifier = version.registered_model.task_kind == TaskKind.CLASSIFICATION
-    scored = scoring.score_rows(estimator, matrix, with_probabilities=is_classifier)
+    scored = scoring.score_rows(estimator, matrix, is_classifier, features)
     start = 0
     for job in jobs:
         stop = start + len(cast(list, job.inputs))

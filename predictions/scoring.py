@@ -1,10 +1,12 @@
 """Calling an estimator once for many rows, and shaping its answers as output rows."""
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
+import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.ensemble._forest import ForestClassifier
 from sklearn.pipeline import Pipeline
@@ -85,7 +87,9 @@ class RowScores:
         return next((at for at in range(start, stop) if at in self.failures), None)
 
 
-def score_rows(estimator: Any, matrix: np.ndarray, with_probabilities: bool) -> RowScores:
+def score_rows(
+    estimator: Any, matrix: np.ndarray, with_probabilities: bool, features: Sequence[str] = ()
+) -> RowScores:
     """Score all rows in one call, as score() does; a row the model fails on fails alone.
 
     A row whose answer is not a finite number (an input too large for the model, say) fails.
@@ -100,7 +104,7 @@ def score_rows(estimator: Any, matrix: np.ndarray, with_probabilities: bool) -> 
         span = spans.pop()
         try:
             rows = matrix if len(span) == len(matrix) else matrix[span]
-            scores = score(estimator, rows, with_probabilities)
+            scores = score(estimator, rows, with_probabilities, features)
         except ScoringFailed as exc:
             failed_calls += 1
             if len(span) == 1 or failed_calls >= MAX_FAILED_CALLS:
@@ -137,23 +141,38 @@ def gives_probabilities(estimator: Any) -> bool:
     return hasattr(estimator, "predict_proba") and hasattr(estimator, "classes_")
 
 
-def score(estimator: Any, matrix: np.ndarray, with_probabilities: bool) -> Scores:
-    """One predict (and predict_proba) call for all rows; raises ScoringFailed."""
+def score(
+    estimator: Any, matrix: np.ndarray, with_probabilities: bool, features: Sequence[str] = ()
+) -> Scores:
+    """One predict (and predict_proba) call for all rows; raises ScoringFailed. `features`
+    names the matrix's columns (the model's schema order)."""
     try:
+        rows = _as_fitted(estimator, matrix, features)
         if not with_probabilities or not gives_probabilities(estimator):
-            return Scores(np.asarray(estimator.predict(matrix)))
-        probabilities = np.asarray(_predict_proba(estimator, matrix))
+            return Scores(np.asarray(estimator.predict(rows)))
+        probabilities = np.asarray(_predict_proba(estimator, rows))
         classes = list(estimator.classes_)
         if _predicts_by_argmax(estimator):
             predictions = np.asarray(estimator.classes_).take(probabilities.argmax(axis=1))
         else:
-            predictions = np.asarray(estimator.predict(matrix))
+            predictions = np.asarray(estimator.predict(rows))
         return Scores(predictions, probabilities, classes)
     except Exception as exc:  # an estimator may raise anything for inputs it cannot take
         raise ScoringFailed(f"the model could not score these rows: {exc}") from exc
 
 
-def _predict_proba(estimator: Any, matrix: np.ndarray) -> np.ndarray:
+def _as_fitted(estimator: Any, matrix: np.ndarray, features: Sequence[str]) -> Any:
+    """The rows as the estimator was fitted on them: for one fitted on a DataFrame (it has
+    feature_names_in_), a DataFrame with its columns in that order, since a ColumnTransformer
+    that picks columns by name takes nothing else; the bare matrix otherwise (cheaper), or
+    when its names are not the schema's."""
+    fitted = getattr(estimator, "feature_names_in_", None)
+    if fitted is None or not features or set(fitted) != set(features):
+        return matrix
+    return pd.DataFrame(matrix, columns=list(features))[list(fitted)]
+
+
+def _predict_proba(estimator: Any, matrix: Any) -> np.ndarray:
     if (
         isinstance(estimator, ForestClassifier)
         and getattr(estimator, "n_outputs_", 1) == 1
@@ -163,7 +182,7 @@ def _predict_proba(estimator: Any, matrix: np.ndarray) -> np.ndarray:
     return estimator.predict_proba(matrix)
 
 
-def _forest_probabilities(forest: ForestClassifier, matrix: np.ndarray) -> np.ndarray:
+def _forest_probabilities(forest: ForestClassifier, matrix: Any) -> np.ndarray:
     # scikit-learn sends every tree through joblib even with n_jobs=None, and that wrapping
     # (config and warnings contexts, fitted checks per tree) costs ~80 µs a tree: 8 ms for
     # 100 trees however few the rows, most of a micro-batch's time (bench/, issue 7). Inputs

@@ -5,21 +5,32 @@ from datetime import timedelta
 from uuid import uuid4
 
 import numpy as np
+import pandas as pd
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import override_settings
 from django.utils import timezone
+from sklearn.compose import ColumnTransformer
 from sklearn.datasets import load_iris
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from mlsite import dbretry, sending
 from modelregistry import loader
-from predictions import heartbeat, running, submission, waiting
+from predictions import batching, heartbeat, running, submission, waiting
 from predictions.models import PredictionJob, Status
 from tests.base import make_user
 from tests.builders import IRIS_FEATURES, in_process_predictions, iris_rows, make_version
 from tests.outages import answer_lost_at_call, fails_at_call
 
 pytestmark = pytest.mark.django_db
+
+
+def submit_file(text: str) -> PredictionJob:
+    upload = SimpleUploadedFile("rows.csv", text.encode())
+    return submission.submit_file(make_user(), "iris", upload, size=upload.size)[0]
 
 
 def submit(rows: int = 1, ref: str = "iris", offset: int = 0) -> PredictionJob:
@@ -179,6 +190,33 @@ def test_labels_derived_from_probabilities_equal_the_models_predict(estimator) -
     job.refresh_from_db()
     predictions = np.array([row["prediction"] for row in job.outputs])
     assert (predictions == in_process_predictions(version, iris_rows(150))).all()
+
+
+def test_a_pipeline_that_picks_columns_by_name_scores_single_and_batch_rows() -> None:
+    # A ColumnTransformer naming its columns takes only a DataFrame; the registry accepts it
+    # (fitted on one, its names are the schema's), so scoring must give it one.
+    frame = load_iris(as_frame=True)
+    features = frame.data.set_axis(IRIS_FEATURES, axis=1)
+    encode = ColumnTransformer(
+        [("scaled", StandardScaler(), IRIS_FEATURES[:2])], remainder="passthrough"
+    )
+    pipeline = make_pipeline(encode, LogisticRegression(max_iter=500))
+    make_version(estimator=pipeline.fit(features, frame.target))
+    job = submit(150)
+    running.score_jobs(running.claim_many([(str(job.pk), "t")]))
+    job.refresh_from_db()
+    assert job.status == Status.SUCCEEDED, job.error_message
+    predictions = [row["prediction"] for row in job.outputs]
+    assert predictions == pipeline.predict(features).tolist()
+
+    batch = submit_file(pd.DataFrame(iris_rows(150)).to_csv(index=False))
+    batching.start(batch.pk, "t")
+    for chunk_id in batch.chunks.values_list("pk", flat=True):
+        batching.score_chunk(chunk_id)
+    batch.refresh_from_db()
+    assert batch.status == Status.SUCCEEDED, batch.error_message
+    result = pd.read_csv(batch.result_file.path)["prediction"]
+    assert result.tolist() == pipeline.predict(pd.DataFrame(iris_rows(150))).tolist()
 
 
 def test_retry_resets_a_failed_job_for_a_new_attempt() -> None:
