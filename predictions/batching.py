@@ -1,10 +1,12 @@
 """Batch jobs: plan chunks, score each chunk in parallel, merge the parts when the last is done."""
 
+import json
 import logging
 import shutil
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 from uuid import UUID
 
 import numpy as np
@@ -278,7 +280,8 @@ def _score_into_part(chunk: BatchChunk) -> tuple[int, int]:
     if errors:
         batchfiles.write_errors(directory / "parts" / f"errors-{chunk.index:06d}.csv", errors)
     if chunk.index == 0:
-        (directory / "header.txt").write_text("\x1f".join(names), encoding="utf-8")
+        header = {"names": names, "text_predictions": scoring.predicts_text(estimator)}
+        (directory / "header.json").write_text(json.dumps(header), encoding="utf-8")
     return scored, len(failed)
 
 
@@ -318,7 +321,7 @@ def merge_if_complete(job_id: UUID | str) -> bool:
     # so the database steps after it are done again here while the database is away.
     job = dbretry.retrying(partial(PredictionJob.objects.get, pk=job_id), "reading a batch job")
     try:
-        error_name = _merge(job, result_name)
+        merged = _merge(job, result_name)
     except OSError as exc:
         if _gone_with_files(job.pk, result_name):
             return False
@@ -326,13 +329,13 @@ def merge_if_complete(job_id: UUID | str) -> bool:
         failing = partial(running.fail, job_id, "merge_failed", str(exc))
         dbretry.retrying(failing, "failing a batch job")
         return False
-    finishing = partial(_finish, job, error_name, timezone.now())
+    finishing = partial(_finish, job, merged, timezone.now())
     finished = dbretry.retrying(finishing, "finishing a batch job")
     shutil.rmtree(work_dir(job.pk), ignore_errors=True)
     if finished:
         waiting.announce_finished([job.pk])
     else:
-        _gone_with_files(job.pk, result_name, error_name)
+        _gone_with_files(job.pk, result_name, merged.error_name)
     return True
 
 
@@ -347,23 +350,30 @@ def _gone_with_files(job_id: UUID, *names: str) -> bool:
     return True
 
 
-def _merge(job: PredictionJob, result_name: str) -> str:
+class Merged(NamedTuple):
+    error_name: str  # "" when no row failed
+    text_predictions: bool  # class labels are text: read back as text, not inferred
+
+
+def _merge(job: PredictionJob, result_name: str) -> Merged:
     directory = work_dir(job.pk)
     Path(default_storage.path("results")).mkdir(parents=True, exist_ok=True)
-    header_file = directory / "header.txt"
-    names = header_file.read_text(encoding="utf-8").split("\x1f") if header_file.exists() else []
+    header_file = directory / "header.json"
+    header = json.loads(header_file.read_text(encoding="utf-8")) if header_file.exists() else {}
     parts = sorted((directory / "parts").glob("[0-9]*.csv"))
+    names = header.get("names", [])
     batchfiles.concatenate(Path(default_storage.path(result_name)), names, parts)
+    text_predictions = bool(header.get("text_predictions"))
     errors = sorted((directory / "parts").glob("errors-*.csv"))
     if not errors:
-        return ""
+        return Merged("", text_predictions)
     error_name = f"results/{job.pk}.errors.csv"
-    header = batchfiles.error_header(job.id_column)
-    batchfiles.concatenate(Path(default_storage.path(error_name)), header, errors)
-    return error_name
+    error_header = batchfiles.error_header(job.id_column)
+    batchfiles.concatenate(Path(default_storage.path(error_name)), error_header, errors)
+    return Merged(error_name, text_predictions)
 
 
-def _finish(job: PredictionJob, error_name: str, now: datetime) -> bool:
+def _finish(job: PredictionJob, merged: Merged, now: datetime) -> bool:
     """Mark the job succeeded with its TaskResult, in one transaction; False if not running.
 
     True also when the job already succeeded at `now`: this very write committed, and only
@@ -372,7 +382,8 @@ def _finish(job: PredictionJob, error_name: str, now: datetime) -> bool:
     with transaction.atomic():
         changed = PredictionJob.objects.filter(pk=job.pk, status=Status.RUNNING).update(
             status=Status.SUCCEEDED,
-            error_file=error_name,
+            error_file=merged.error_name,
+            text_predictions=merged.text_predictions,
             finished_at=now,
             lease_expires_at=None,
         )

@@ -128,6 +128,11 @@ class PredictionJob(models.Model):
     purged_at = models.DateTimeField(
         "payload purged", null=True, blank=True, help_text="When retention removed the data."
     )
+    text_predictions = models.BooleanField(
+        "text predictions",
+        default=False,
+        help_text="A batch job's class labels are text: its CSV is read back with them as text.",
+    )
 
     class Meta:
         ordering = ["-created_at"]

@@ -135,6 +135,12 @@ def _joined(parts: list[Scores]) -> Scores:
     return Scores(predictions, probabilities, parts[0].classes)
 
 
+def predicts_text(estimator: Any) -> bool:
+    """Whether the estimator's predictions are text labels ("007" stays "007", not 7)."""
+    classes = getattr(estimator, "classes_", None)
+    return classes is not None and np.asarray(classes).dtype.kind in "OSU"
+
+
 def gives_probabilities(estimator: Any) -> bool:
     """Whether a classifier answers probabilities by class (LinearSVC, RidgeClassifier and an
     SVC without probability=True answer only a prediction)."""

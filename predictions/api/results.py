@@ -61,10 +61,13 @@ def result_table(job: PredictionJob) -> pa.Table:
     batch job's read back from its result file, ids as text and spreadsheet escapes undone."""
     if job.kind == Kind.SINGLE:
         return pa.Table.from_pylist([_flat(row) for row in job.outputs or []])
-    escaped_id = escape_formula(job.id_column)
+    text = [escape_formula(job.id_column)] if job.id_column else []
+    if job.text_predictions:
+        text.append("prediction")
     options = pa_csv.ConvertOptions(
-        # An id is text as it was sent ("007" is not 7); no cell is empty or a boolean.
-        column_types={escaped_id: pa.string()} if job.id_column else None,
+        # An id, or a text label, is text as it was sent ("007" is not 7); no cell is empty
+        # or a boolean.
+        column_types=dict.fromkeys(text, pa.string()) or None,
         null_values=[],
         true_values=[],
         false_values=[],

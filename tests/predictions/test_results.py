@@ -29,14 +29,14 @@ def spread_rows() -> list[dict[str, float]]:
     return iris_rows(150)[:: 150 // len(IDS)][: len(IDS)]
 
 
-def labelled_version() -> None:
+def labelled_version(labels: np.ndarray = LABELS) -> None:
     """An iris classifier whose class labels a spreadsheet would run or alter."""
     data = load_iris()
-    make_version(estimator=LogisticRegression(max_iter=500).fit(data.data, LABELS[data.target]))
+    make_version(estimator=LogisticRegression(max_iter=500).fit(data.data, labels[data.target]))
 
 
-def expected_labels(rows: list[dict[str, float]]) -> list[str]:
-    estimator = LogisticRegression(max_iter=500).fit(load_iris().data, LABELS[load_iris().target])
+def expected_labels(rows: list[dict[str, float]], labels: np.ndarray = LABELS) -> list[str]:
+    estimator = LogisticRegression(max_iter=500).fit(load_iris().data, labels[load_iris().target])
     return estimator.predict(np.array([[row[f] for f in IRIS_FEATURES] for row in rows])).tolist()
 
 
@@ -69,11 +69,14 @@ def download(job: PredictionJob, format_: str) -> bytes:
     return b"".join(answer.streaming_content) if answer.streaming else answer.content
 
 
-def test_a_batch_result_gives_back_ids_and_labels_exactly_in_json_and_parquet() -> None:
-    labelled_version()
+@pytest.mark.parametrize(
+    "classes", [LABELS, np.array(["007", "08", "1e3"])], ids=["formulas", "number-like"]
+)
+def test_a_batch_result_gives_back_ids_and_labels_exactly_in_json_and_parquet(classes) -> None:
+    labelled_version(classes)
     rows = spread_rows()
     job = scored_batch(rows, IDS)
-    labels = expected_labels(rows)
+    labels = expected_labels(rows, classes)
     assert len(set(labels)) == 3
 
     records = json.loads(download(job, "json"))
@@ -83,6 +86,13 @@ def test_a_batch_result_gives_back_ids_and_labels_exactly_in_json_and_parquet() 
     assert [record["prediction"] for record in records] == labels
     assert table["key"].tolist() == IDS
     assert table["prediction"].tolist() == labels
+
+
+def test_a_batch_result_of_number_labels_gives_numbers() -> None:
+    make_version()  # iris classes 0, 1, 2
+    job = scored_batch(spread_rows(), IDS)
+    predictions = [record["prediction"] for record in json.loads(download(job, "json"))]
+    assert {type(value) for value in predictions} == {int}
 
 
 def test_a_batch_csv_escapes_what_a_spreadsheet_would_run() -> None:
