@@ -75,12 +75,19 @@ def _code_of(exc: Exception) -> str:
 
 
 def refuse_unknown_fields(serializer: Serializer) -> None:
-    """Raise a ValidationError naming fields the serializer does not declare: a misspelt
-    option must not be ignored in silence."""
+    """Raise a ValidationError naming fields the serializer does not declare, or fields sent
+    more than once: a misspelt option, or a second file, must not be ignored in silence."""
     # The browsable API's HTML forms send their CSRF token as a field.
     unknown = set(serializer.initial_data) - set(serializer.fields) - {"csrfmiddlewaretoken"}
     if unknown:
         raise ValidationError({name: ["Unknown field."] for name in sorted(unknown)})
+    # A form field sent twice (two files, say) keeps only its last value in DRF.
+    lists = getattr(serializer.initial_data, "lists", None)
+    repeated = {name: len(values) for name, values in lists() if len(values) > 1} if lists else {}
+    if repeated:
+        raise ValidationError(
+            {name: [f"Give one value, not {count}."] for name, count in sorted(repeated.items())}
+        )
 
 
 def length_required(get_response: Callable[[HttpRequest], HttpResponse]) -> Callable:

@@ -100,6 +100,12 @@ def check_file(model: RegisteredModel, upload: IO[bytes], size: int, id_column: 
 
 
 def check_columns(features: list[str], columns: list[str], id_column: str) -> None:
+    if id_column == "prediction" or id_column.startswith("probability_"):
+        raise BadInput(
+            f"id column {id_column!r} has the name of a result column (prediction, "
+            "probability_<class>); rename it in the file",
+            field="id_column",
+        )
     missing = [name for name in features if name not in columns]
     if missing:
         raise BadFile(f"file is missing column(s) {', '.join(missing)}", field="file")

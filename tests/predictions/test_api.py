@@ -151,6 +151,15 @@ def test_a_file_too_large_is_a_413(owner_client) -> None:
         ("rows.csv", "sepal_length,sepal_width\n1,2\n", {}, "file"),
         ("rows.csv", ",".join([*IRIS_FEATURES, "colour"]) + "\n1,2,3,4,5\n", {}, "file"),
         ("rows.csv", ",".join(IRIS_FEATURES) + "\n1,2,3,4\n", {"id_column": "key"}, "id_column"),
+        *(
+            (
+                "rows.csv",
+                f"{key},{','.join(IRIS_FEATURES)}\nA,1,2,3,4\n",
+                {"id_column": key},
+                "id_column",
+            )
+            for key in ("prediction", "probability_0")  # the result's own columns
+        ),
         ("rows.txt", "anything", {}, "file"),
         ("rows.parquet", "not parquet", {}, "file"),
         ("rows.csv", "", {}, "file"),
@@ -163,6 +172,18 @@ def test_a_file_whose_columns_do_not_fit_is_refused(owner_client, name, content,
     assert answer.status_code == 400
     body = answer.json()
     assert body.get("field") == field or field in body  # DRF names an empty file by its key
+    assert PredictionJob.objects.count() == 0
+
+
+def test_two_files_in_one_request_are_refused(owner_client) -> None:
+    uploads = []
+    for name in ("a.csv", "b.csv"):
+        upload = io.BytesIO((",".join(IRIS_FEATURES) + "\n1,2,3,4\n").encode())
+        upload.name = name
+        uploads.append(upload)
+    answer = owner_client.post("/api/v1/jobs/", {"model": "iris", "file": uploads})
+    assert answer.status_code == 400
+    assert (answer.json()["field"], answer.json()["detail"]) == ("file", "Give one value, not 2.")
     assert PredictionJob.objects.count() == 0
 
 
