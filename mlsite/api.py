@@ -1,11 +1,13 @@
 """API plumbing shared by the apps: the one exception handler, the JSON answers Django gives
 for the API (400, 404, 411, 413, 500), and common permissions."""
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.db import OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework.authtoken.views import ObtainAuthToken
@@ -21,10 +23,22 @@ from rest_framework.views import APIView, exception_handler
 from .errors import BodyTooLarge, DomainError
 from .parsers import StrictJSONParser
 
+logger = logging.getLogger(__name__)
+
 API_PREFIX = "/api/"
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, OperationalError):
+        # SQLite locked past its busy timeout, PostgreSQL restarting: the same request will
+        # do once the database answers (a job submitted with an idempotency_key, once).
+        logger.warning("database unavailable for an API request: %s", exc)
+        detail = (
+            "The database is busy or unreachable; try again shortly (with the same "
+            "idempotency_key, a job is never submitted twice)."
+        )
+        body = {"detail": detail, "code": "database_unavailable"}
+        return Response(body, status=503, headers={"Retry-After": "5"})
     if isinstance(exc, DomainError):
         body: dict[str, Any] = {"detail": str(exc), "code": exc.code}
         if exc.field:

@@ -51,6 +51,14 @@ COMMON_ERRORS: dict[str, tuple[str, dict[str, Any]]] = {
         "Too many requests: wait for the seconds in the Retry-After header.",
         {"detail": "Request was throttled.", "code": "throttled"},
     ),
+    "503": (
+        "The database is busy or unreachable: try again after the seconds in Retry-After.",
+        {
+            "detail": "The database is busy or unreachable; try again shortly (with the same "
+            "idempotency_key, a job is never submitted twice).",
+            "code": "database_unavailable",
+        },
+    ),
 }
 NOT_FOUND = (
     "No such object, or it is not yours (other users' objects answer 404 too).",

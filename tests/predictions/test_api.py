@@ -3,10 +3,11 @@
 import io
 
 import pytest
+from django.db import OperationalError
 from django.test import override_settings
 from rest_framework.test import APIClient
 
-from predictions import running
+from predictions import running, submission
 from predictions.models import PredictionJob, Status
 from tests.base import make_user
 from tests.builders import IRIS_FEATURES, iris_rows, make_version
@@ -173,6 +174,18 @@ def test_a_file_whose_columns_do_not_fit_is_refused(owner_client, name, content,
     body = answer.json()
     assert body.get("field") == field or field in body  # DRF names an empty file by its key
     assert PredictionJob.objects.count() == 0
+
+
+def test_a_database_that_does_not_answer_is_a_503_in_json(owner_client, monkeypatch) -> None:
+    def locked(*args: object, **kwargs: object) -> None:
+        raise OperationalError("database is locked")  # SQLite past its busy timeout
+
+    monkeypatch.setattr(submission, "submit_rows", locked)
+    answer = owner_client.post(
+        "/api/v1/jobs/", {"model": "iris", "input": iris_rows(1)[0]}, format="json"
+    )
+    assert (answer.status_code, answer["Retry-After"]) == (503, "5")
+    assert answer.json()["code"] == "database_unavailable"
 
 
 def test_two_files_in_one_request_are_refused(owner_client) -> None:
