@@ -37,8 +37,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
             "The database is busy or unreachable; try again shortly (with the same "
             "idempotency_key, a job is never submitted twice)."
         )
-        body = {"detail": detail, "code": "database_unavailable"}
-        return Response(body, status=503, headers={"Retry-After": "5"})
+        unavailable = {"detail": detail, "code": "database_unavailable"}
+        return Response(unavailable, status=503, headers={"Retry-After": "5"})
     if isinstance(exc, DomainError):
         body: dict[str, Any] = {"detail": str(exc), "code": exc.code}
         if exc.field:
