@@ -327,6 +327,9 @@ CELERY_TASK_QUEUES = [Queue(name) for name in ("predict", "batch", "training", "
 CELERY_TASK_ROUTES = {
     "predictions.tasks.score_single_jobs": {"queue": "predict"},
     "predictions.tasks.score_single_job_alone": {"queue": "predict"},
+    # On the workers whose tasks take milliseconds: on `default` its runs waited behind
+    # long batch chunks, expired, and lost jobs waited with them.
+    "predictions.tasks.reconcile_jobs": {"queue": "predict"},
     "predictions.tasks.run_batch_job": {"queue": "batch"},
     "predictions.tasks.score_batch_chunk": {"queue": "batch"},
     "modelregistry.tasks.*": {"queue": "training"},

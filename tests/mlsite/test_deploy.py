@@ -85,6 +85,14 @@ def test_the_workers_are_split_as_make_run_splits_them(compose: dict) -> None:
     assert worker_options(procfile["predict"]) == (["predict"], "${PREDICT_PREFETCH:-64}")
 
 
+def test_the_reconciler_runs_where_long_batch_chunks_cannot_hold_it_up() -> None:
+    # On the batch worker's queue its runs waited behind chunks and expired (a tester saw
+    # 13-16 s between runs of a 3 s interval), and lost single jobs waited with them.
+    routes = settings.CELERY_TASK_ROUTES
+    assert routes["predictions.tasks.reconcile_jobs"]["queue"] == "predict"
+    assert routes["predictions.tasks.score_batch_chunk"]["queue"] != "predict"
+
+
 def test_the_settings_accept_the_environment_compose_gives_them(compose: dict) -> None:
     env = {
         key: interpolated(str(value))
