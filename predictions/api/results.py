@@ -25,6 +25,8 @@ from ..batchfiles import (
 from ..models import Kind, PredictionJob, Status
 
 PARQUET_TYPE = "application/vnd.apache.parquet"
+# Files are UTF-8; said so, clients that would guess Latin-1 (requests) read ids right.
+CSV_TYPE = "text/csv; charset=utf-8"
 
 
 class NotReady(Conflict):
@@ -133,13 +135,13 @@ def csv_response(job: PredictionJob) -> HttpResponse | FileResponse:
     name = f"{job.pk}.csv"
     response: HttpResponse | FileResponse
     if job.kind == Kind.BATCH:
-        response = FileResponse(job.result_file.open("rb"), content_type="text/csv")
+        response = FileResponse(job.result_file.open("rb"), content_type=CSV_TYPE)
     else:
         frame = pd.DataFrame(result_table(job).to_pylist())
         if not pd.api.types.is_numeric_dtype(frame["prediction"]):  # labels as text
             frame["prediction"] = frame["prediction"].map(lambda value: escape_formula(str(value)))
         frame.columns = [escape_formula(str(column)) for column in frame.columns]
-        response = HttpResponse(frame.to_csv(index=False), content_type="text/csv")
+        response = HttpResponse(frame.to_csv(index=False), content_type=CSV_TYPE)
     response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
 
@@ -178,8 +180,8 @@ def errors_response(job: PredictionJob) -> HttpResponse | FileResponse:
     """The error file; for a job with no failed rows, its header alone."""
     response: HttpResponse | FileResponse
     if job.error_file:
-        response = FileResponse(job.error_file.open("rb"), content_type="text/csv")
+        response = FileResponse(job.error_file.open("rb"), content_type=CSV_TYPE)
     else:
-        response = HttpResponse(empty_errors(job.id_column), content_type="text/csv")
+        response = HttpResponse(empty_errors(job.id_column), content_type=CSV_TYPE)
     response["Content-Disposition"] = f'attachment; filename="{job.pk}.errors.csv"'
     return response
