@@ -355,6 +355,9 @@ SINGLE_JOB_LEASE_SECONDS = env_float("SINGLE_JOB_LEASE_SECONDS", 90.0)
 # A batch chunk's lease, renewed the same way while it scores (the job's own lease stays
 # JOB_LEASE_SECONDS: its chunks may wait in the queue behind other jobs' chunks).
 CHUNK_LEASE_SECONDS = env_float("CHUNK_LEASE_SECONDS", 90.0)
+# A training run's lease, renewed the same way while it trains; one whose worker died fails
+# about this long after, and the spec may run again.
+TRAINING_LEASE_SECONDS = env_float("TRAINING_LEASE_SECONDS", 90.0)
 CELERY_TIMEZONE = TIME_ZONE
 
 # Every line carries job_id and task_id ("-" when it is about no job); LOG_FORMAT=json

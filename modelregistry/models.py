@@ -466,6 +466,12 @@ class TrainingRun(models.Model):
     created_at = models.DateTimeField("created", auto_now_add=True, help_text="When queued.")
     started_at = models.DateTimeField("started", null=True, blank=True, help_text="")
     finished_at = models.DateTimeField("finished", null=True, blank=True, help_text="")
+    lease_expires_at = models.DateTimeField(
+        "lease expires",
+        null=True,
+        blank=True,
+        help_text="While running: renewed as it trains; past it, its worker is presumed lost.",
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -7,10 +7,12 @@ from uuid import uuid4
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from mlsite import sending
 from mlsite.errors import Conflict, DomainError
+from mlsite.leases import Heartbeat
 
 from . import loader, scheduling, training, versions
 from .models import (
@@ -89,15 +91,32 @@ def _outlived(now: datetime) -> datetime:
     return now - timedelta(seconds=settings.TASK_TIME_LIMIT + 60)
 
 
-def fail_stale_runs(spec_id: int, now: datetime) -> int:
-    """Fail runs still marked running past the task's hard time limit: their worker is gone."""
-    return TrainingRun.objects.filter(
-        spec_id=spec_id, status=RunStatus.RUNNING, started_at__lt=_outlived(now)
-    ).update(
+def fail_stale_runs(spec_id: int | None, now: datetime) -> int:
+    """Fail runs still marked running whose worker is gone: their lease lapsed (the process
+    stopped renewing it), or they outlived the task's hard time limit. All specs' for None."""
+    lost = Q(lease_expires_at__lt=now) | Q(started_at__lt=_outlived(now))
+    runs = TrainingRun.objects.filter(lost, status=RunStatus.RUNNING)
+    if spec_id is not None:
+        runs = runs.filter(spec_id=spec_id)
+    return runs.update(
         status=RunStatus.FAILED,
         finished_at=now,
-        error="the worker running it stopped: no outcome within the task time limit",
+        lease_expires_at=None,
+        error="the worker running it stopped (killed, out of memory, or past the time limit)",
     )
+
+
+def lease_until(now: datetime) -> datetime:
+    """Where a training run's lease taken or renewed at `now` ends."""
+    return now + timedelta(seconds=float(settings.TRAINING_LEASE_SECONDS))
+
+
+def _renew(run_ids: list[str]) -> int:
+    running = TrainingRun.objects.filter(pk__in=run_ids, status=RunStatus.RUNNING)
+    return running.update(lease_expires_at=lease_until(timezone.now()))
+
+
+_heartbeat = Heartbeat(_renew, lambda: float(settings.TRAINING_LEASE_SECONDS))
 
 
 # --- handling a retrain message --------------------------------------------------------
@@ -178,7 +197,7 @@ def claim(run: TrainingRun, now: datetime | None = None) -> bool:
             # The partial unique index one_running_run_per_spec is the lock: a second
             # running run of the spec cannot exist, whatever process or host tries.
             changed = TrainingRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
-                status=RunStatus.RUNNING, started_at=now
+                status=RunStatus.RUNNING, started_at=now, lease_expires_at=lease_until(now)
             )
     except IntegrityError:
         busy = TrainingRun.objects.filter(spec_id=run.spec_id, status=RunStatus.RUNNING).first()
@@ -194,7 +213,8 @@ def claim(run: TrainingRun, now: datetime | None = None) -> bool:
 def execute(run: TrainingRun) -> TrainingRun:
     """Train, register, compare and maybe promote. Any failure leaves production untouched."""
     try:
-        return _train_and_record(run)
+        with _heartbeat.holding([run.pk]):
+            return _train_and_record(run)
     except Exception as exc:  # every failure, time limits too, ends as a failed run saying why
         if not isinstance(exc, DomainError):
             logger.exception("training run %s failed", run.pk)
@@ -267,7 +287,7 @@ def _register(
 
 def finish(run: TrainingRun, status: str, **fields: Any) -> TrainingRun:
     TrainingRun.objects.filter(pk=run.pk).update(
-        status=status, finished_at=timezone.now(), **fields
+        status=status, finished_at=timezone.now(), lease_expires_at=None, **fields
     )
     run.refresh_from_db()
     return run

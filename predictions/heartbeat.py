@@ -9,21 +9,14 @@ time limit's lease held it for 16 minutes. Work that ends within a third of a le
 all of it, never writes a renewal.
 """
 
-import logging
-import os
-import threading
-import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, connections
 from django.utils import timezone
 
-from .models import BatchChunk, ChunkStatus, PredictionJob, Status
+from mlsite.leases import Heartbeat
 
-logger = logging.getLogger(__name__)
+from .models import BatchChunk, ChunkStatus, PredictionJob, Status
 
 
 def lease_seconds() -> float:
@@ -50,64 +43,6 @@ def renew_chunks(chunk_ids: list[str]) -> int:
     """Push running chunks' leases a whole lease ahead; how many rows changed."""
     running = BatchChunk.objects.filter(pk__in=chunk_ids, status=ChunkStatus.RUNNING)
     return running.update(lease_expires_at=chunk_lease_until(timezone.now()))
-
-
-class Heartbeat:
-    """The ids this process is scoring, and the thread that renews their leases with `renew`
-    every third of `seconds()`."""
-
-    def __init__(
-        self,
-        renew: Callable[[list[str]], int] = renew_jobs,
-        seconds: Callable[[], float] = lease_seconds,
-    ) -> None:
-        self._renew = renew
-        self._seconds = seconds
-        self._held: dict[str, int] = {}  # id -> how many holders (a job sent twice)
-        self._lock = threading.Lock()
-        self._owner_pid = 0  # the process whose thread runs: a forked child starts its own
-
-    @contextmanager
-    def holding(self, held_ids: Iterable[object]) -> Iterator[None]:
-        ids = [str(held) for held in held_ids]
-        with self._lock:
-            for one in ids:
-                self._held[one] = self._held.get(one, 0) + 1
-            if self._owner_pid != os.getpid():
-                self._owner_pid = os.getpid()
-                threading.Thread(target=self._beat, name="lease-heartbeat", daemon=True).start()
-        try:
-            yield
-        finally:
-            with self._lock:
-                for one in ids:
-                    if self._held.get(one, 0) <= 1:
-                        self._held.pop(one, None)
-                    else:
-                        self._held[one] -= 1
-
-    def held(self) -> list[str]:
-        with self._lock:
-            return list(self._held)
-
-    def _beat(self) -> None:
-        while True:
-            time.sleep(self._seconds() / 3)
-            # Only what was held since the last beat needs it; newer claims are fresh.
-            held = self.held()
-            if held:
-                self.renew(held)
-
-    def renew(self, held: list[str]) -> int:
-        """Renew these leases; how many rows changed."""
-        try:
-            return self._renew(held)
-        except DatabaseError:
-            # A renewal missed is a lease a third shorter; the next beat tries again.
-            logger.warning("could not renew %d lease(s)", len(held), exc_info=True)
-            return 0
-        finally:
-            connections.close_all()  # this thread's own connections, seldom used
 
 
 _single_jobs = Heartbeat(renew_jobs, lease_seconds)

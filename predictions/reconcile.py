@@ -1,18 +1,20 @@
 """The reconciler: what Redis forgot is sent again, what a dead worker held (a job, a batch
-chunk) is run again or, lost MAX_ATTEMPTS times, failed.
+chunk) is run again or, lost MAX_ATTEMPTS times, failed; a training run it held fails.
 
 Every change is a conditional update on the values just read, so two reconcilers running at
 once act on each job at most once between them.
 """
 
 import logging
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from datetime import datetime, timedelta
 from uuid import uuid4
 
 from django.conf import settings
 from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F, Q, QuerySet
 from django.utils import timezone
+
+from modelregistry import training_runs
 
 from . import batching, running, submission, waiting
 from .models import BatchChunk, PredictionJob, Status
@@ -27,6 +29,7 @@ class Reconciled:
     requeued: int = 0
     failed: int = 0
     chunks_requeued: int = 0
+    training_runs_failed: int = 0
 
 
 def stale_queued_jobs(now: datetime) -> QuerySet[PredictionJob]:
@@ -70,7 +73,8 @@ def reconcile(*, now: datetime | None = None) -> Reconciled:
             outcome.failed += _fail_lost_chunk(chunk, now)
         else:
             outcome.chunks_requeued += batching.run_chunk_again(chunk, now)
-    if outcome.resent or outcome.requeued or outcome.failed or outcome.chunks_requeued:
+    outcome.training_runs_failed = training_runs.fail_stale_runs(None, now)
+    if any(astuple(outcome)):
         logger.warning("reconciled jobs: %s", outcome)
     return outcome
 

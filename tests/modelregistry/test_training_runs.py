@@ -1,10 +1,14 @@
 """Training runs on a real worker: versions registered, policies obeyed, one run at a time."""
 
+from datetime import timedelta
+
 import pytest
+from django.test import override_settings
 from django.utils import timezone
 from sklearn.datasets import load_iris
 from sklearn.dummy import DummyClassifier
 
+from mlsite import sending
 from modelregistry import demo, training_runs
 from modelregistry.models import (
     Estimator,
@@ -17,6 +21,7 @@ from modelregistry.models import (
     VersionSource,
 )
 from modelregistry.tasks import retrain
+from predictions import reconcile
 from tests.builders import make_training_spec, make_version
 from tests.processes import wait_for
 
@@ -228,3 +233,22 @@ def test_the_demo_spec_retrains_the_demo_model_and_keeps_an_equal_production(liv
     assert run.metrics["accuracy"] == run.production_metrics["accuracy"]
     assert not run.promoted
     assert production_of().number == 1
+
+
+@override_settings(TRAINING_LEASE_SECONDS=10)
+def test_a_run_whose_worker_died_fails_a_lease_later_and_frees_the_spec(monkeypatch) -> None:
+    monkeypatch.setattr(sending, "publish", lambda *args, **kwargs: None)  # no worker here
+    spec = make_training_spec()
+    lost = training_runs.request_run(spec, RunTrigger.API)
+    assert training_runs.claim(lost)  # its worker is killed while it trains: no renewals
+    in_five = timezone.now() + timedelta(seconds=5)
+    assert reconcile.reconcile(now=in_five).training_runs_failed == 0  # lease still valid
+    with pytest.raises(training_runs.TrainingInProgress):
+        training_runs.request_run(spec, RunTrigger.API)
+
+    outcome = reconcile.reconcile(now=timezone.now() + timedelta(seconds=11))
+
+    lost.refresh_from_db()
+    assert (outcome.training_runs_failed, lost.status) == (1, RunStatus.FAILED)
+    assert "worker running it stopped" in lost.error
+    assert training_runs.request_run(spec, RunTrigger.API).status == RunStatus.QUEUED
