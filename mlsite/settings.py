@@ -181,6 +181,9 @@ MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 512 * 1024 * 1024)
 MAX_ARTIFACT_BYTES = env_int("MAX_ARTIFACT_BYTES", 200 * 1024 * 1024)
 MAX_INLINE_ROWS = env_int("MAX_INLINE_ROWS", 1000)
 MAX_FILE_ROWS = env_int("MAX_FILE_ROWS", 20_000_000)
+# Every metric is a column and a chart on each admin page of its model's versions.
+MAX_METRICS = env_int("MAX_METRICS", 50)  # most metrics on one version
+MAX_METRIC_NAME_LENGTH = env_int("MAX_METRIC_NAME_LENGTH", 100)
 BATCH_CHUNK_ROWS = env_int("BATCH_CHUNK_ROWS", 100_000)
 MODEL_CACHE_SIZE = env_int("MODEL_CACHE_SIZE", 8)
 MAX_WAIT_SECONDS = env_int("MAX_WAIT_SECONDS", 30)

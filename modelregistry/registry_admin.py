@@ -1,6 +1,7 @@
 """Admin screens for the registry: models, versions (upload, stage actions, verify), history."""
 
 import json
+from itertools import islice
 from typing import Any, cast
 
 from django.contrib import admin, messages
@@ -19,7 +20,7 @@ from . import versions
 from .models import ModelVersion, RegisteredModel, Stage, StageChange
 from .registry_forms import UploadVersionForm
 from .tasks import verify_version
-from .version_charts import LOWER_IS_BETTER, compare
+from .version_charts import LOWER_IS_BETTER, MAX_SHOWN_METRICS, compare
 
 STAGE_COLOURS = {"production": "#2e7d32", "staging": "#1a6fb0", "archived": "#777", "none": "#999"}
 STAGE_BUTTONS = [
@@ -310,7 +311,12 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     @admin.display(description="metrics")
     def metrics_display(self, version: ModelVersion) -> SafeString:
-        return pretty_json(version.metrics)
+        shown = dict(islice(version.metrics.items(), MAX_SHOWN_METRICS))
+        hidden = len(version.metrics) - len(shown)
+        if not hidden:
+            return pretty_json(shown)
+        more = format_html("<p class='help'>… and {} more metrics, not shown.</p>", hidden)
+        return format_html("{}{}", pretty_json(shown), more)
 
     @admin.display(description="params")
     def params_display(self, version: ModelVersion) -> SafeString:

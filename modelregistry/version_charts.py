@@ -10,6 +10,9 @@ from .models import ModelVersion, RegisteredModel
 
 LOWER_IS_BETTER = {"rmse", "mae", "log_loss"}
 BAR_WIDTH, GAP, HEIGHT, LABEL = 22, 6, 90, 14
+# Charted and tabled at most: metrics stored before MAX_METRICS existed (or above a raised
+# one) must not turn every page of the model's versions into hundreds of megabytes.
+MAX_SHOWN_METRICS = 50
 COLOURS = {"production": "#2e7d32", "staging": "#1a6fb0", "archived": "#999", "none": "#79aec8"}
 
 
@@ -20,17 +23,21 @@ class Comparison:
     rows: list[tuple[ModelVersion, list[float | None]]]
     charts: list[tuple[str, SafeString]]
     highlight: int | None
+    hidden: int  # metrics left out past MAX_SHOWN_METRICS
 
 
 def compare(model: RegisteredModel, highlight: ModelVersion | None = None) -> Comparison:
-    """Every version of the model (oldest first) with each numeric metric any of them has."""
+    """Every version of the model (oldest first) with the numeric metrics any of them has:
+    the first MAX_SHOWN_METRICS by name."""
     versions = list(model.versions.order_by("number"))
-    metrics = sorted(
+    every = sorted(
         {name for v in versions for name, value in v.metrics.items() if _is_number(value)}
     )
+    metrics = every[:MAX_SHOWN_METRICS]
     rows = [(v, [_number(v.metrics.get(name)) for name in metrics]) for v in versions]
     charts = [(name, bar_chart(versions, name)) for name in metrics]
-    return Comparison(versions, metrics, rows, charts, highlight.pk if highlight else None)
+    highlighted = highlight.pk if highlight else None
+    return Comparison(versions, metrics, rows, charts, highlighted, len(every) - len(metrics))
 
 
 def _is_number(value: object) -> bool:

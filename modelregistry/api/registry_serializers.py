@@ -93,7 +93,10 @@ class UploadSerializer(serializers.Serializer):
     )
     description = serializers.CharField(required=False, allow_blank=True, default="")
     metrics = StrictJSONField(
-        required=False, binary=True, help_text='Holdout metrics, e.g. {"accuracy": 0.97}.'
+        required=False,
+        binary=True,
+        help_text='Holdout metrics, e.g. {"accuracy": 0.97}: at most MAX_METRICS (50), '
+        "names of 1 to MAX_METRIC_NAME_LENGTH (100) characters, else 400 bad_metrics.",
     )
 
     def validate_metrics(self, metrics: Any) -> dict[str, float]:

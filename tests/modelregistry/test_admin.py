@@ -69,6 +69,22 @@ def test_a_version_page_shows_hash_size_metrics_history_and_all_versions_side_by
     assert '<script src="http' not in page
 
 
+def test_a_model_with_thousands_of_stored_metrics_charts_only_the_first_fifty(
+    admin_client,
+) -> None:
+    many = {f"metric{i:05d}": i / 3000 for i in range(3000)}  # stored before the upload limit
+    first = with_metrics(make_version("iris", stage=Stage.NONE), **many)
+    with_metrics(make_version("iris", stage=Stage.NONE), **many)
+    for url in [f"{VERSIONS}{first.pk}/change/", f"{MODELS}{first.registered_model_id}/change/"]:
+        page = admin_client.get(url).content.decode()
+        assert page.count('by version">') == 50, url  # a chart a metric, the first 50
+        assert "metric00049" in page and "metric00050" not in page, url
+        assert "2950 more are not shown here" in page, url
+        assert len(page) < 1_000_000, url
+    page = admin_client.get(f"{VERSIONS}{first.pk}/change/").content.decode()
+    assert "… and 2950 more metrics, not shown." in page
+
+
 def test_staff_upload_a_version_on_the_add_page(admin_client) -> None:
     response = admin_client.post(
         f"{VERSIONS}add/",

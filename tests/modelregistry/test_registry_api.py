@@ -1,6 +1,7 @@
 """The registry API: everyone signed in reads; only staff with the permission upload or promote."""
 
 import io
+import json
 import math
 from pathlib import Path
 
@@ -84,6 +85,43 @@ def test_metrics_json_cannot_mean_is_a_400_and_nothing_is_stored(as_staff, metri
     response = upload(as_staff, "flowers", data, metrics=metrics)
     assert (response.status_code, response.json()["code"]) == (400, "bad_json")
     assert stored_artifacts("flowers") == []
+
+
+@pytest.mark.parametrize(
+    ("metrics", "said"),
+    [
+        ({f"m{i}": 0.5 for i in range(51)}, "at most 50 metrics; these are 51"),
+        ({"a" * 101: 0.5}, "1 to 100 characters; one has 101"),
+        ({"": 0.5}, "1 to 100 characters; one has 0"),
+    ],
+    ids=["too many", "name too long", "empty name"],
+)
+def test_metrics_past_the_limits_are_a_400_naming_metrics_and_nothing_is_stored(
+    as_staff, metrics, said
+) -> None:
+    data = artifact_bytes(iris_frame_estimator()).getvalue()
+    response = upload(as_staff, "flowers", data, metrics=json.dumps(metrics))
+    body = response.json()
+    assert (response.status_code, body["code"], body["field"]) == (400, "bad_metrics", "metrics")
+    assert said in body["detail"]
+    assert stored_artifacts("flowers") == []
+    assert not RegisteredModel.objects.exists()
+
+
+def test_fifty_metrics_with_names_of_100_characters_are_accepted(as_staff) -> None:
+    metrics = {f"{i:02d}" + "m" * 98: i / 100 for i in range(50)}
+    data = artifact_bytes(iris_frame_estimator()).getvalue()
+    response = upload(as_staff, "flowers", data, metrics=json.dumps(metrics))
+    assert response.status_code == 201, response.json()
+    assert response.json()["metrics"] == metrics
+
+
+def test_the_metric_limits_are_settings(as_staff, settings) -> None:
+    settings.MAX_METRICS, settings.MAX_METRIC_NAME_LENGTH = 2, 3
+    data = artifact_bytes(iris_frame_estimator()).getvalue()
+    assert upload(as_staff, "flowers", data, metrics='{"a": 1, "b": 2, "c": 3}').status_code == 400
+    assert upload(as_staff, "flowers", data, metrics='{"abcd": 1}').status_code == 400
+    assert upload(as_staff, "flowers", data, metrics='{"abc": 1, "b": 2}').status_code == 201
 
 
 def test_an_upload_with_a_field_it_does_not_know_is_refused(as_staff) -> None:

@@ -66,3 +66,12 @@ def test_an_upload_to_a_model_with_a_schema_must_still_fit_it(private_artifacts)
     with pytest.raises(versions.FeatureMismatch, match="takes 4 features, but manual's schema"):
         versions.upload("manual", artifact_bytes(iris_estimator()))
     assert RegisteredModel.objects.get(name="manual").feature_names == [f"x{i}" for i in range(10)]
+
+
+@pytest.mark.django_db
+def test_a_version_registered_in_code_is_held_to_the_same_metric_limits(settings) -> None:
+    settings.MAX_METRICS = 2
+    model = make_model("iris")
+    with pytest.raises(versions.BadMetrics, match="at most 2 metrics"):
+        versions.register_estimator(model, iris_estimator(), metrics={"a": 1, "b": 2, "c": 3})
+    assert not model.versions.exists()
