@@ -268,11 +268,18 @@ class ModelVersionAdmin(admin.ModelAdmin):
         form.may_create_models = request.user.has_perm("modelregistry.add_registeredmodel")
         return form
 
-    def response_add(self, request: HttpRequest, obj: Any, post_url_continue: Any = None):
-        # After an upload, show the new version: its hash, schema fit and metrics.
-        return HttpResponseRedirect(
-            reverse("admin:modelregistry_modelversion_change", args=[obj.pk])
-        )
+    def response_post_save_add(self, request: HttpRequest, obj: Any) -> HttpResponseRedirect:
+        """After an upload, show the new version (its hash, schema fit and metrics) to whoever
+        may see it; else Django's own answer (the versions list, or the admin index).
+
+        Django's response_add around this says "added successfully". Sending everyone to the
+        version's page sent staff with only "Can add model version" to a 403.
+        """
+        if self.has_view_or_change_permission(request, obj):
+            return HttpResponseRedirect(
+                reverse("admin:modelregistry_modelversion_change", args=[obj.pk])
+            )
+        return super().response_post_save_add(request, obj)
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # jobs and the audit trail point at versions: archive instead

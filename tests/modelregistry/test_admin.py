@@ -9,6 +9,7 @@ import pytest
 from django.contrib.messages import get_messages
 from django.core.exceptions import ValidationError
 from django.test import Client
+from django.utils.html import strip_tags
 
 from modelregistry.artifacts import dump_skops
 from modelregistry.models import ModelVersion, RegisteredModel, Stage
@@ -35,7 +36,8 @@ def named_file(data: bytes, name: str = "model.joblib") -> io.BytesIO:
 
 
 def messages_of(response) -> list[str]:
-    return [str(message) for message in get_messages(response.wsgi_request)]
+    """The messages as a user reads them (a link to the object shows as its text)."""
+    return [strip_tags(str(message)) for message in get_messages(response.wsgi_request)]
 
 
 def with_metrics(version: ModelVersion, **metrics: float) -> ModelVersion:
@@ -98,6 +100,27 @@ def test_staff_upload_a_version_on_the_add_page(admin_client) -> None:
     assert (version.ref, version.stage) == ("flowers:1", Stage.NONE)
     assert RegisteredModel.objects.get(name="flowers").feature_names == ["x0", "x1", "x2", "x3"]
     assert response["Location"].endswith(f"/{version.pk}/change/")
+    assert messages_of(response) == ["The model version “flowers:1” was added successfully."]
+
+
+def test_staff_who_may_only_add_versions_land_on_a_page_they_may_see_after_uploading(
+    db, private_artifacts
+) -> None:
+    make_version("iris")
+    uploader = with_permissions(make_user("uploader", staff=True), "add_modelversion")
+    client = Client()
+    client.force_login(uploader)
+    response = client.post(
+        f"{VERSIONS}add/",
+        {
+            "existing_model": RegisteredModel.objects.get(name="iris").pk,
+            "artifact_file": named_file(artifact_bytes(iris_estimator()).read()),
+        },
+        follow=True,
+    )
+    assert response.redirect_chain == [("/admin/", 302)]
+    assert response.status_code == 200
+    assert "The model version “iris:2” was added successfully." in messages_of(response)
 
 
 def test_the_add_page_refuses_a_hostile_artifact_without_running_it(
