@@ -10,6 +10,14 @@ from . import versions
 from .models import ArtifactFormat, ModelVersion, RegisteredModel
 
 
+def model_exists(name: str) -> str:
+    # A new name that exists used to add a version to that model without a word.
+    return (
+        f"A model named {name!r} exists already: choose it under “model” to add a version "
+        "to it, or pick another name."
+    )
+
+
 class UploadVersionForm(forms.ModelForm):
     """The add page: an artifact file, checked by the same function as an API upload."""
 
@@ -56,6 +64,9 @@ class UploadVersionForm(forms.ModelForm):
         )
         if bool(data.get("new_model_name")) == bool(data.get("existing_model")):
             raise forms.ValidationError("Choose an existing model or name a new one (not both).")
+        if data.get("new_model_name") and RegisteredModel.objects.filter(name=name).exists():
+            self.add_error("new_model_name", model_exists(name))
+            return data
         if data.get("new_model_name") and not self.may_create_models:
             raise forms.ValidationError("You may add versions, but not create models.")
         upload = data.get("artifact_file")
@@ -74,7 +85,10 @@ class UploadVersionForm(forms.ModelForm):
                 artifact_format=fmt,
                 created_by=self.user,
                 description=data.get("version_description", ""),
+                new_model=bool(data.get("new_model_name")),
             )
+        except versions.ModelExists:  # created since the check above
+            self.add_error("new_model_name", model_exists(name))
         except DomainError as exc:
             self.add_error("artifact_file", str(exc))
         return data

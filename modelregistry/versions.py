@@ -49,6 +49,10 @@ class StageConflict(Conflict):
     code = "stage_conflict"
 
 
+class ModelExists(Conflict):
+    code = "model_exists"
+
+
 class BadMetrics(BadInput):
     code = "bad_metrics"
 
@@ -174,18 +178,20 @@ def upload(
     created_by: User | None = None,
     description: str = "",
     metrics: dict[str, Any] | None = None,
+    new_model: bool = False,
 ) -> ModelVersion:
     """Check an uploaded artifact and register it as the next version of model `name`.
 
     A model that does not exist yet is created, with its kind and input schema taken from
-    the estimator (as is the schema of a model with no versions and an empty schema). Raises
-    BadMetrics, the artifacts.ArtifactRefused family, ArtifactTooLarge, FeatureMismatch or
-    TaskKindMismatch; nothing is stored when any check fails.
+    the estimator (as is the schema of a model with no versions and an empty schema); with
+    `new_model`, one that exists raises ModelExists. Raises BadMetrics, the
+    artifacts.ArtifactRefused family, ArtifactTooLarge, FeatureMismatch or TaskKindMismatch;
+    nothing is stored when any check fails.
     """
     check_metrics(metrics)  # before unpickling: the cheap refusal first
     inspection = artifacts.inspect_artifact(artifact, artifact_format)
     with transaction.atomic():
-        model = _model_for(name, inspection, created_by)
+        model = _model_for(name, inspection, created_by, new_model=new_model)
         return _register_inspected(
             model,
             artifact,
@@ -254,7 +260,7 @@ def _take_schema_if_empty(model: RegisteredModel, inspection: artifacts.Inspecti
 
 
 def _model_for(
-    name: str, inspection: artifacts.Inspection, created_by: User | None
+    name: str, inspection: artifacts.Inspection, created_by: User | None, *, new_model: bool
 ) -> RegisteredModel:
     if len(name) > NAME_MAX_LENGTH:
         raise BadInput(
@@ -264,7 +270,7 @@ def _model_for(
         )
     if not SLUG_PATTERN.fullmatch(name):
         raise BadInput(f"{name!r} is not a model name (letters, digits, - and _)", field="name")
-    model, _ = RegisteredModel.objects.get_or_create(
+    model, created = RegisteredModel.objects.get_or_create(
         name=name,
         defaults={
             "task_kind": inspection.task_kind,
@@ -272,6 +278,8 @@ def _model_for(
             "created_by": created_by,
         },
     )
+    if new_model and not created:  # also when another upload created it a moment ago
+        raise ModelExists(f"a model named {name!r} exists already", field="name")
     return model
 
 

@@ -383,3 +383,20 @@ def test_a_bad_new_model_name_shows_only_its_own_error(admin_client) -> None:
     assert "Enter a valid “slug”" in page
     assert "Choose an existing model" not in page
     assert not ModelVersion.objects.exists()
+
+
+def test_a_new_model_name_that_exists_is_a_form_error_not_a_new_version(admin_client) -> None:
+    def upload_as_new(name: str):
+        artifact = named_file(artifact_bytes(iris_estimator()).read())
+        return admin_client.post(
+            f"{VERSIONS}add/", {"new_model_name": name, "artifact_file": artifact}
+        )
+
+    assert upload_as_new("iris2").status_code == 302
+    response = upload_as_new("iris2")
+    assert response.status_code == 200
+    assert (
+        "A model named &#x27;iris2&#x27; exists already: choose it under “model” to add a "
+        "version to it, or pick another name." in response.content.decode()
+    )
+    assert [version.ref for version in ModelVersion.objects.all()] == ["iris2:1"]

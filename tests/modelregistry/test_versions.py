@@ -75,3 +75,13 @@ def test_a_version_registered_in_code_is_held_to_the_same_metric_limits(settings
     with pytest.raises(versions.BadMetrics, match="at most 2 metrics"):
         versions.register_estimator(model, iris_estimator(), metrics={"a": 1, "b": 2, "c": 3})
     assert not model.versions.exists()
+
+
+@pytest.mark.django_db
+def test_an_upload_meant_for_a_new_model_is_refused_when_the_name_exists(
+    private_artifacts,
+) -> None:
+    make_version("iris")
+    with pytest.raises(versions.ModelExists, match="'iris' exists already"):
+        versions.upload("iris", artifact_bytes(iris_estimator()), new_model=True)
+    assert RegisteredModel.objects.get(name="iris").versions.count() == 1
