@@ -22,6 +22,9 @@ API_ROOT = {
     "training/runs": "training-run-list",
 }
 
+# The admin's "View site" link: nothing is served at /, and the API's root lists what is.
+admin.site.site_url = "/api/v1/"
+
 urlpatterns = [
     path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="admin-dashboard"),
     path(

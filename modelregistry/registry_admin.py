@@ -210,7 +210,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         "stage",
         "is_usable",
         "unusable_reason",
-        "artifact",
+        "artifact_name",
         "artifact_format",
         "sha256",
         "size_display",
@@ -230,7 +230,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
             "Artifact",
             {
                 "fields": [
-                    "artifact",
+                    "artifact_name",
                     "artifact_format",
                     "sha256",
                     "size_display",
@@ -307,6 +307,11 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def metrics_summary(self, version: ModelVersion) -> str:
         shown = [f"{k} {v:.3g}" for k, v in version.metrics.items() if isinstance(v, int | float)]
         return ", ".join(shown[:3]) or "–"
+
+    @admin.display(description="artifact")
+    def artifact_name(self, version: ModelVersion) -> str:
+        # Its name, not Django's link to it: artifacts are not served, so the link was a 404.
+        return version.artifact.name or "–"
 
     @admin.display(description="size", ordering="size")
     def size_display(self, version: ModelVersion) -> str:

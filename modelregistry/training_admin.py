@@ -4,6 +4,7 @@ from typing import Any, cast
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.widgets import AdminFileWidget
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -33,10 +34,18 @@ def _field_error(form: forms.ModelForm, exc: DomainError) -> None:
 # --- datasets --------------------------------------------------------------------------
 
 
+class StoredFileInput(AdminFileWidget):
+    """The admin's file input, naming the stored file without linking to it: stored files
+    are not served (MEDIA is private), so Django's link was a 404."""
+
+    template_name = "modelregistry/widgets/stored_file_input.html"
+
+
 class DatasetForm(forms.ModelForm):
     class Meta:
         model = Dataset
         fields = ["name", "description", "builtin", "file", "target_column"]
+        widgets = {"file": StoredFileInput}
 
     def clean(self) -> dict[str, Any]:
         data = cast(dict[str, Any], super().clean())  # ModelForm.clean returns cleaned_data

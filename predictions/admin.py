@@ -123,7 +123,7 @@ class PredictionJobAdmin(admin.ModelAdmin):
                 ]
             },
         ),
-        ("Inputs", {"fields": ["inputs_preview", "input_file", "id_column"]}),
+        ("Inputs", {"fields": ["inputs_preview", "input_file_name", "id_column"]}),
         ("Result", {"fields": ["outputs_preview", "result_link", "error_link"]}),
         ("Error", {"fields": ["error_code", "error_message"]}),
         (
@@ -259,6 +259,11 @@ class PredictionJobAdmin(admin.ModelAdmin):
         if not job.error_file:
             return "–"
         return format_html('<a href="{}">error file</a>', reverse("job-errors", args=[job.pk]))
+
+    @admin.display(description="input file")
+    def input_file_name(self, job: PredictionJob) -> str:
+        # Its name, not Django's link to it: uploads are not served, so the link was a 404.
+        return job.input_file.name or "–"
 
     @admin.display(description="task result")
     def task_result_link(self, job: PredictionJob) -> SafeString | str:

@@ -400,3 +400,17 @@ def test_a_new_model_name_that_exists_is_a_form_error_not_a_new_version(admin_cl
         "version to it, or pick another name." in response.content.decode()
     )
     assert [version.ref for version in ModelVersion.objects.all()] == ["iris2:1"]
+
+
+def test_a_version_page_names_its_artifact_without_a_link_that_would_404(admin_client) -> None:
+    version = make_version("iris")
+    page = admin_client.get(f"{VERSIONS}{version.pk}/change/").content.decode()
+    assert version.artifact.name == "artifacts/iris/v1.joblib"
+    assert version.artifact.name in page
+    assert 'href="/artifacts/' not in page
+
+
+def test_the_admins_view_site_link_goes_to_the_api_root(admin_client) -> None:
+    page = admin_client.get("/admin/").content.decode()
+    assert '<a href="/api/v1/">View site</a>' in page
+    assert admin_client.get("/api/v1/").status_code == 200

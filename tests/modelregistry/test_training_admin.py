@@ -174,3 +174,19 @@ def test_a_dataset_needs_exactly_one_source_and_says_so_once(
     assert page.count(message) == 1
     assert "Constraint" not in page and ("not both" in message) == ("not both" in page)
     assert not Dataset.objects.exists()
+
+
+def test_a_dataset_page_names_its_file_without_a_link_that_would_404(
+    admin_client, private_artifacts
+) -> None:
+    upload = SimpleUploadedFile("data.csv", b"a,y\n1,2\n3,4\n", content_type="text/csv")
+    response = admin_client.post(
+        "/admin/modelregistry/dataset/add/",
+        {"name": "mine", "file": upload, "target_column": "y", "builtin": ""},
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    dataset = Dataset.objects.get()
+    page = admin_client.get(f"/admin/modelregistry/dataset/{dataset.pk}/change/").content.decode()
+    assert dataset.file.name.startswith("datasets/") and dataset.file.name in page
+    assert 'href="/datasets/' not in page
+    assert 'type="file" name="file"' in page  # it may still be replaced

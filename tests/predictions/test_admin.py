@@ -50,6 +50,19 @@ def test_staff_submit_a_csv_from_the_add_page(admin_client) -> None:
     assert (job.kind, job.input_format, job.priority) == (Kind.BATCH, "csv", 3)
 
 
+def test_a_file_jobs_page_names_its_input_file_without_a_link_that_would_404(
+    admin_client,
+) -> None:
+    upload = io.BytesIO((",".join(IRIS_FEATURES) + "\n1,2,3,4\n").encode())
+    upload.name = "rows.csv"
+    admin_client.post(ADD_URL, {"model_ref": "iris", "upload": upload, "priority": 3})
+    job = PredictionJob.objects.get()
+    page = admin_client.get(f"{LIST_URL}{job.pk}/change/").content.decode()
+    assert job.input_file.name.startswith("uploads/") and job.input_file.name in page
+    assert 'href="/uploads/' not in page
+    assert admin_client.get("/" + job.input_file.name).status_code == 404  # never served
+
+
 @pytest.mark.parametrize(
     ("form", "message"),
     [
