@@ -2,8 +2,9 @@
 
 from typing import cast
 
+import django_filters
 from django.contrib.auth.models import User
-from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -26,7 +27,7 @@ from mlsite.api import staff_with
 from mlsite.parsers import StrictJSONParser
 
 from .. import versions
-from ..models import ModelVersion, RegisteredModel, Stage
+from ..models import ModelVersion, RegisteredModel, Stage, TaskKind
 from .registry_serializers import (
     ModelVersionDetailSerializer,
     ModelVersionSerializer,
@@ -55,6 +56,36 @@ def registered_models() -> QuerySet[RegisteredModel]:
     ).order_by("name")
 
 
+class RegisteredModelFilter(django_filters.FilterSet):
+    task_kind = django_filters.ChoiceFilter(
+        choices=TaskKind.choices, help_text="Only classification, or only regression, models."
+    )
+    search = django_filters.CharFilter(
+        method="filter_search",
+        max_length=100,
+        help_text="Models whose name or description contains this (any case).",
+    )
+
+    class Meta:
+        model = RegisteredModel
+        fields = ["task_kind", "search"]
+
+    def filter_search(
+        self, models: QuerySet[RegisteredModel], name: str, value: str
+    ) -> QuerySet[RegisteredModel]:
+        return models.filter(Q(name__icontains=value) | Q(description__icontains=value))
+
+
+class ModelVersionFilter(django_filters.FilterSet):
+    stage = django_filters.MultipleChoiceFilter(
+        choices=Stage.choices, help_text="One stage, or several: ?stage=production&stage=staging."
+    )
+
+    class Meta:
+        model = ModelVersion
+        fields = ["stage"]
+
+
 class RegisteredModelViewSet(ReadOnlyModelViewSet):
     """Models: everyone signed in reads; staff with the promote permission roll back."""
 
@@ -62,6 +93,7 @@ class RegisteredModelViewSet(ReadOnlyModelViewSet):
     lookup_field = "name"
     lookup_value_regex = r"[-\w]+"
     queryset = registered_models()
+    filterset_class = RegisteredModelFilter
 
     def get_permissions(self) -> list[BasePermission]:
         if self.action == "rollback":
@@ -100,6 +132,7 @@ class ModelVersionViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
 
     queryset = ModelVersion.objects.none()  # for the schema only: get_queryset decides
     lookup_field = "number"
+    filterset_class = ModelVersionFilter
     parser_classes = [StrictJSONParser, MultiPartParser, FormParser]
 
     def get_queryset(self) -> QuerySet[ModelVersion]:

@@ -14,10 +14,16 @@ from sklearn.datasets import load_diabetes, load_iris
 from sklearn.linear_model import LogisticRegression
 
 from modelregistry import artifacts, versions
-from modelregistry.models import ModelVersion, RegisteredModel, Stage
+from modelregistry.models import ModelVersion, RegisteredModel, Stage, TaskKind
 from modelregistry.versions import promote
 from tests.base import make_user, staff, stranger
-from tests.builders import IRIS_FEATURES, artifact_bytes, diabetes_estimator, make_version
+from tests.builders import (
+    IRIS_FEATURES,
+    artifact_bytes,
+    diabetes_estimator,
+    make_model,
+    make_version,
+)
 from tests.modelregistry.hostile import hostile_artifacts
 
 
@@ -330,3 +336,52 @@ def test_a_validation_error_of_the_registry_names_its_field(as_staff) -> None:
     body = response.json()
     assert (response.status_code, body["code"], body["field"]) == (400, "invalid", "stage")
     assert body["detail"] == '"tuesday" is not a valid choice.'
+
+
+@pytest.mark.django_db
+def test_a_models_versions_list_filters_by_stage() -> None:
+    make_version("iris", stage=Stage.ARCHIVED)
+    make_version("iris", stage=Stage.PRODUCTION)
+    make_version("iris", stage=Stage.STAGING)
+    client = client_for(stranger())
+
+    def listed(query: str) -> list[int]:
+        answer = client.get(f"/api/v1/models/iris/versions/?{query}")
+        return [version["version"] for version in answer.json()["results"]]
+
+    assert listed("stage=production") == [2]
+    assert listed("stage=production&stage=staging") == [3, 2]
+    assert listed("stage=none") == []
+    assert listed("") == [3, 2, 1]
+    answer = client.get("/api/v1/models/iris/versions/?stage=live")
+    body = answer.json()
+    assert (answer.status_code, body["code"], body["field"]) == (400, "invalid", "stage")
+    assert "live" in body["detail"]
+
+
+@pytest.mark.django_db
+def test_the_models_list_filters_by_task_kind_and_searches_names_and_descriptions() -> None:
+    make_version("iris")
+    make_model("wine")  # a classifier
+    make_model("diabetes", kind=TaskKind.REGRESSION, description="Blood sugar progression")
+    client = client_for(stranger())
+
+    def listed(query: str) -> list[str]:
+        return [model["name"] for model in client.get(f"/api/v1/models/?{query}").json()["results"]]
+
+    assert listed("task_kind=regression") == ["diabetes"]
+    assert listed("task_kind=classification") == ["iris", "wine"]
+    assert listed("search=IR") == ["iris"]
+    assert listed("search=sugar") == ["diabetes"]
+    assert listed("search=sugar&task_kind=classification") == []
+    answer = client.get("/api/v1/models/?task_kind=clustering")
+    body = answer.json()
+    assert (answer.status_code, body["code"], body["field"]) == (400, "invalid", "task_kind")
+
+
+@pytest.mark.django_db
+def test_list_filters_leave_a_single_model_or_version_alone() -> None:
+    make_version("iris", stage=Stage.PRODUCTION)
+    client = client_for(stranger())
+    assert client.get("/api/v1/models/iris/?task_kind=regression").status_code == 200
+    assert client.get("/api/v1/models/iris/versions/1/?stage=staging").status_code == 200
