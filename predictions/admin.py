@@ -4,7 +4,7 @@ import json
 from typing import Any, cast
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -184,14 +184,28 @@ class PredictionJobAdmin(admin.ModelAdmin):
     @admin.action(description="Cancel selected jobs", permissions=["change_jobs"])
     def cancel_selected(self, request: HttpRequest, jobs: QuerySet[PredictionJob]) -> None:
         cancelled = running.cancel(jobs)
-        self.message_user(request, f"Cancelled {cancelled} of {len(jobs)} job(s).")
+        skipped = len(jobs) - cancelled  # cancel leaves only jobs that had finished
+        why = f" {skipped} had already finished, so there was nothing to cancel." if skipped else ""
+        self._report(request, f"Cancelled {cancelled} of {len(jobs)} job(s).{why}", skipped)
 
     @admin.action(
         description="Retry selected failed or cancelled jobs", permissions=["change_jobs"]
     )
     def retry_selected(self, request: HttpRequest, jobs: QuerySet[PredictionJob]) -> None:
+        ended = jobs.filter(status__in=[Status.FAILED, Status.CANCELLED])
+        purged = ended.filter(purged_at__isnull=False).count()
+        not_ended = len(jobs) - ended.count()
         retried = running.retry(jobs)
-        self.message_user(request, f"Queued {retried} of {len(jobs)} job(s) again.")
+        why = f" {not_ended} had not failed or been cancelled." if not_ended else ""
+        if purged:
+            why += f" {purged} had their inputs deleted by result retention."
+        self._report(
+            request, f"Queued {retried} of {len(jobs)} job(s) again.{why}", len(jobs) - retried
+        )
+
+    def _report(self, request: HttpRequest, message: str, skipped: int) -> None:
+        """A success, or a warning when some selected jobs were left as they were."""
+        self.message_user(request, message, messages.WARNING if skipped else messages.SUCCESS)
 
     @admin.display(description="job", ordering="id")
     def short_id(self, job: PredictionJob) -> str:

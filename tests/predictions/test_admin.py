@@ -111,6 +111,33 @@ def test_the_cancel_and_retry_actions_use_the_domain_functions(admin_client) -> 
     assert set(PredictionJob.objects.values_list("status", flat=True)) == {Status.QUEUED}
 
 
+def test_cancel_and_retry_actions_say_why_jobs_were_left_alone(admin_client) -> None:
+    for _ in range(2):
+        admin_client.post(
+            ADD_URL, {"model_ref": "iris", "rows": json.dumps(iris_rows(1)), "priority": 5}
+        )
+    first, second = [str(pk) for pk in PredictionJob.objects.values_list("pk", flat=True)]
+    PredictionJob.objects.filter(pk=first).update(status=Status.SUCCEEDED)
+
+    def act(action: str, ids: list[str]) -> str:
+        answer = admin_client.post(
+            LIST_URL, {"action": action, "_selected_action": ids}, follow=True
+        )
+        return answer.content.decode()
+
+    page = act("cancel_selected", [first])
+    assert "Cancelled 0 of 1 job(s). 1 had already finished, so there was nothing to cancel." in (
+        page
+    )
+    page = act("retry_selected", [first, second])
+    assert "Queued 0 of 2 job(s) again. 2 had not failed or been cancelled." in page
+    PredictionJob.objects.filter(pk=second).update(
+        status=Status.FAILED, purged_at="2025-01-01T00:00:00Z"
+    )
+    page = act("retry_selected", [second])
+    assert "Queued 0 of 1 job(s) again. 1 had their inputs deleted by result retention." in page
+
+
 def test_staff_who_may_only_view_jobs_cannot_cancel_or_retry_them(admin_client) -> None:
     admin_client.post(
         ADD_URL, {"model_ref": "iris", "rows": json.dumps(iris_rows(1)), "priority": 5}
