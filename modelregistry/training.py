@@ -118,11 +118,13 @@ def load_dataset(dataset: Dataset) -> tuple[pd.DataFrame, pd.Series]:
             raise BadDataset(f"dataset {dataset.name!r} has no target column {column!r}")
         features, target = frame.drop(columns=[column]), frame[column]
     features = features.rename(columns=feature_name)
+    # Rows first: a header alone reads as columns of no type, which called them non-numeric.
+    if len(features) < 4:
+        rows = f"{len(features)} rows" if len(features) else "no rows, only a header"
+        raise BadDataset(f"dataset {dataset.name!r} has {rows}; 4 or more needed")
     non_numeric = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
     if non_numeric:
         raise BadDataset(f"dataset {dataset.name!r} has non-numeric features: {non_numeric}")
-    if len(features) < 4:
-        raise BadDataset(f"dataset {dataset.name!r} has {len(features)} rows; 4 or more needed")
     return features, target
 
 

@@ -73,6 +73,18 @@ def test_an_uploaded_csv_trains_on_its_named_target_column() -> None:
     assert trained.metrics[Metric.R2] > 0.99
 
 
+@pytest.mark.django_db
+def test_a_csv_with_a_header_and_no_rows_is_refused_as_having_no_rows(
+    private_artifacts,
+) -> None:
+    dataset = Dataset.objects.create(
+        name="empty", file=ContentFile(b"a,b,y\n", "empty.csv"), target_column="y"
+    )
+    with pytest.raises(training.BadDataset) as refused:
+        training.load_dataset(dataset)
+    assert str(refused.value) == "dataset 'empty' has no rows, only a header; 4 or more needed"
+
+
 def test_a_parquet_file_without_the_target_column_is_refused() -> None:
     buffer = io.BytesIO()
     pd.DataFrame({"a": [1.0, 2.0]}).to_parquet(buffer)
