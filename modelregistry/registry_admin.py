@@ -14,6 +14,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from mlsite import sending
 from mlsite.errors import DomainError
 
 from . import versions
@@ -386,8 +387,12 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     @admin.action(description="Verify in a worker (sha256 and safe load)", permissions=["change"])
     def verify_in_worker(self, request: HttpRequest, selected: QuerySet[ModelVersion]) -> None:
-        for version in selected:
-            verify_version.delay(version.pk)
+        try:
+            for version in selected:
+                _send_to_verify(version)
+        except sending.BrokerUnavailable as exc:
+            self.message_user(request, _not_sent(exc), messages.ERROR)
+            return
         self.message_user(
             request,
             f"Sent {len(selected)} version(s) to a worker to verify; an artifact that fails is "
@@ -427,8 +432,11 @@ class ModelVersionAdmin(admin.ModelAdmin):
         version = self._version_for_post(request, pk)
         if isinstance(version, HttpResponse):
             return version
-        verify_version.delay(version.pk)
-        self.message_user(request, f"Sent {version.ref} to a worker to verify.")
+        try:
+            _send_to_verify(version)
+            self.message_user(request, f"Sent {version.ref} to a worker to verify.")
+        except sending.BrokerUnavailable as exc:
+            self.message_user(request, _not_sent(exc), messages.ERROR)
         return HttpResponseRedirect(reverse("admin:modelregistry_modelversion_change", args=[pk]))
 
     def _version_for_post(self, request: HttpRequest, pk: int) -> ModelVersion | HttpResponse:
@@ -438,3 +446,13 @@ class ModelVersionAdmin(admin.ModelAdmin):
         if not self.has_change_permission(request, version):
             return HttpResponseRedirect(reverse("admin:index"))
         return version
+
+
+def _send_to_verify(version: ModelVersion) -> None:
+    """Raises sending.BrokerUnavailable, within the socket timeout, when Redis does not answer
+    (Celery's .delay() raised kombu's OperationalError after its retries: a 500)."""
+    sending.publish(verify_version.name, args=[version.pk])
+
+
+def _not_sent(exc: Exception) -> str:
+    return f"Not sent: could not reach the broker ({exc}); try again shortly."

@@ -239,16 +239,20 @@ class TrainingSpecAdmin(admin.ModelAdmin):
 
     @admin.action(description="Retrain now", permissions=["change"])
     def retrain_selected(self, request: HttpRequest, specs: QuerySet[TrainingSpec]) -> None:
-        queued, busy = 0, []
+        queued, busy, unsent = 0, [], []
         for spec in specs:
             try:
                 training_runs.request_run(spec, RunTrigger.ADMIN)
                 queued += 1
             except training_runs.TrainingInProgress:
                 busy.append(spec.name)
+            except training_runs.RunNotSent as exc:
+                unsent.append(str(exc))
         self.message_user(request, f"Queued {queued} of {len(specs)} spec(s) for retraining.")
         if busy:
             self.message_user(request, f"Already running: {', '.join(busy)}.", messages.WARNING)
+        for reason in unsent:
+            self.message_user(request, reason, messages.ERROR)
 
     def retrain_view(self, request: HttpRequest, spec_id: int) -> HttpResponse:
         spec = get_object_or_404(TrainingSpec, pk=spec_id)
@@ -261,6 +265,8 @@ class TrainingSpecAdmin(admin.ModelAdmin):
             self.message_user(request, f"Run {run.pk} of {spec.name} queued.")
         except training_runs.TrainingInProgress as exc:
             self.message_user(request, str(exc), messages.WARNING)
+        except training_runs.RunNotSent as exc:
+            self.message_user(request, str(exc), messages.ERROR)
         return HttpResponseRedirect(
             reverse("admin:modelregistry_trainingspec_change", args=[spec.pk])
         )

@@ -32,6 +32,13 @@ class TrainingInProgress(Conflict):
     code = "training_in_progress"
 
 
+class RunNotSent(DomainError):
+    """The broker refused the run's message (Redis down or not answering)."""
+
+    code = "broker_unavailable"
+    http_status = 503
+
+
 class BadMessage(DomainError):
     """A retrain message that cannot be run; it still ends as a failed run that says why."""
 
@@ -48,7 +55,8 @@ class BadMessage(DomainError):
 def request_run(spec: TrainingSpec, trigger: str) -> TrainingRun:
     """A queued run of the spec, sent to the training queue once the row is committed.
 
-    Raises TrainingInProgress when a run of the spec is running, or queued and not yet
+    Raises RunNotSent when the broker refused the message (the run is recorded as failed,
+    saying so), and TrainingInProgress when a run of the spec is running, or queued and not yet
     started (a second request, a double click, would only fail when the worker took it).
     """
     busy = running_run(spec.pk) or _queued_run(spec.pk)
@@ -60,6 +68,9 @@ def request_run(spec: TrainingSpec, trigger: str) -> TrainingRun:
     with transaction.atomic():
         run = TrainingRun.objects.create(spec=spec, trigger=trigger, task_id=task_id)
         transaction.on_commit(lambda: _send(run))
+    run.refresh_from_db()  # sent by now, unless an outer transaction holds the send back
+    if run.status == RunStatus.FAILED:
+        raise RunNotSent(f"run {run.pk} of {spec.name} failed: {run.error}; try again shortly")
     return run
 
 

@@ -41,6 +41,10 @@ class TrainingSpecViewSet(ReadOnlyModelViewSet):
             409: OpenApiResponse(
                 description="A run of the spec is already queued or running (training_in_progress)."
             ),
+            503: OpenApiResponse(
+                description="The broker did not take the run's message (broker_unavailable); the "
+                "run is recorded as failed, saying so."
+            ),
         },
     )
     @action(detail=True, methods=["post"])

@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.test import Client
 from django.utils.html import strip_tags
 
+from mlsite import sending
 from modelregistry.artifacts import dump_skops
 from modelregistry.models import ModelVersion, RegisteredModel, Stage
 from tests.base import make_user, staff, with_permissions
@@ -225,6 +226,24 @@ def test_the_verify_action_has_a_worker_mark_a_corrupted_version_unusable(live_w
         return not ModelVersion.objects.get(pk=version.pk).is_usable
 
     wait_for(marked_unusable, 30, "the worker's verdict")
+
+
+@pytest.mark.django_db
+def test_verifying_while_the_broker_does_not_answer_says_so(private_artifacts, monkeypatch):
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise sending.BrokerUnavailable("TimeoutError: Timeout reading from socket")
+
+    monkeypatch.setattr(sending, "publish", refuse)
+    version = make_version("iris", stage=Stage.STAGING)
+    client = Client()
+    client.force_login(staff())
+    pressed = client.post(f"{VERSIONS}{version.pk}/verify/", follow=True)
+    acted = client.post(
+        VERSIONS, {"action": "verify_in_worker", "_selected_action": [version.pk]}, follow=True
+    )
+    for response in (pressed, acted):  # each was a 500 (Celery's .delay raised)
+        assert response.status_code == 200
+        assert any("could not reach the broker" in m for m in messages_of(response))
 
 
 @pytest.mark.django_db

@@ -102,6 +102,22 @@ def test_a_second_request_while_the_first_run_is_queued_is_a_conflict() -> None:
     assert TrainingRun.objects.count() == 1
 
 
+@pytest.mark.django_db(transaction=True)  # the send follows the run's commit
+def test_a_run_the_broker_did_not_take_is_a_503_and_recorded_as_failed() -> None:
+    spec = make_training_spec()
+    refused = sending.BrokerUnavailable("ConnectionError: Connection refused")
+    with mock.patch.object(sending, "publish", side_effect=refused):
+        response = client_for(staff()).post(f"/api/v1/training/specs/{spec.pk}/run/")
+
+    assert (response.status_code, response.json()["code"]) == (503, "broker_unavailable")
+    run = TrainingRun.objects.get()  # was a 202 whose body said it had failed
+    assert run.status == RunStatus.FAILED
+    assert (
+        run.error == "could not reach the broker to start it: ConnectionError: Connection refused"
+    )
+    assert f"run {run.pk} of {spec.name} failed" in response.json()["detail"]
+
+
 @pytest.mark.django_db
 def test_a_run_queued_longer_than_a_task_may_run_does_not_hold_the_spec_back() -> None:
     spec = make_training_spec()
