@@ -175,7 +175,8 @@ class Stack(AbstractContextManager):
         self.token = done.stdout.strip().splitlines()[-1]
 
     def _start_web(self) -> None:
-        args = [PYTHON, "-m", "gunicorn", "mlsite.wsgi", "--bind", f"127.0.0.1:{self.web_port}"]
+        args = [PYTHON, "-m", "gunicorn", "mlsite.wsgi", "--no-control-socket"]
+        args += ["--bind", f"127.0.0.1:{self.web_port}"]
         args += ["--workers", str(WEB_WORKERS), "--threads", str(WEB_THREADS)]
         args += ["--log-level", "warning", "--backlog", "256"]
         self.web = self._spawn(args, self.env(), "web.log")

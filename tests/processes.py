@@ -184,7 +184,8 @@ def start_beat(redis_url: str | None = None, **env: str) -> subprocess.Popen:
 
 
 def start_web(port: int, redis_url: str | None = None, **env: str) -> subprocess.Popen:
-    args = [PYTHON, "-m", "gunicorn", "mlsite.wsgi", "--bind", f"127.0.0.1:{port}"]
+    args = [PYTHON, "-m", "gunicorn", "mlsite.wsgi", "--no-control-socket"]
+    args += ["--bind", f"127.0.0.1:{port}"]
     args += ["--workers", "1", "--threads", "8", "--log-level", "warning"]
     process = subprocess.Popen(args, cwd=ROOT, env=process_env(redis_url, **env))
     try:

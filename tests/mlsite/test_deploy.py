@@ -142,3 +142,12 @@ def test_a_web_process_loads_every_view_before_its_first_request(tmp_path: Path)
     out = run_python(["-c", code], env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "True", "True"]
+
+
+def test_no_two_web_servers_share_gunicorns_control_socket(compose: dict) -> None:
+    # gunicorn 27 opens one at ~/.gunicorn/gunicorn.ctl unless told not to: `make run`, the
+    # tests' and the benchmarks' stacks on one machine took it from each other.
+    procfile = (ROOT / "Procfile").read_text()
+    web_lines = [line for line in procfile.splitlines() if line.startswith("web:")]
+    for command in (*web_lines, compose["services"]["web"]["command"]):
+        assert "--no-control-socket" in command
