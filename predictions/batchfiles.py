@@ -448,7 +448,17 @@ def _parse_range(
             convert_options=_converting(types),
         )
     except pa.ArrowInvalid as exc:
+        if is_straddling(exc) and block_bytes <= data.size:
+            # A line longer than a block (a huge id cell): the range as one block.
+            del unreadable[:]  # numbered again by the second reading
+            again = partial(_parse_range, data, columns, data.size + 1, features, id_column)
+            return again(text, unreadable)
         _cannot_read(exc, text)
+
+
+def is_straddling(exc: pa.ArrowInvalid) -> bool:
+    """Whether pyarrow refused a line longer than its block ("straddling object")."""
+    return "straddl" in str(exc)
 
 
 def _blank_lines(data: pa.Buffer) -> np.ndarray:

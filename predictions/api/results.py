@@ -20,6 +20,7 @@ from ..batchfiles import (
     empty_errors,
     error_header,
     escape_formula,
+    is_straddling,
     unescape_formula,
 )
 from ..models import Kind, PredictionJob, Status
@@ -75,8 +76,16 @@ def result_table(job: PredictionJob) -> pa.Table:
         false_values=[],
         strings_can_be_null=False,
     )
-    with job.result_file.open("rb") as stream:
-        table = pa_csv.read_csv(stream, convert_options=options)
+    try:
+        with job.result_file.open("rb") as stream:
+            table = pa_csv.read_csv(stream, convert_options=options)
+    except pa.ArrowInvalid as exc:
+        if not is_straddling(exc):
+            raise
+        # A line longer than pyarrow's block (a huge id): the file as one block.
+        whole = pa_csv.ReadOptions(block_size=job.result_file.size + 1)
+        with job.result_file.open("rb") as stream:
+            table = pa_csv.read_csv(stream, read_options=whole, convert_options=options)
     columns = [_unescaped(column) for column in table.columns]
     return pa.Table.from_arrays(columns, names=[unescape_formula(n) for n in table.column_names])
 

@@ -88,6 +88,18 @@ def test_a_batch_result_gives_back_ids_and_labels_exactly_in_json_and_parquet(cl
     assert table["prediction"].tolist() == labels
 
 
+def test_an_id_longer_than_a_read_block_is_scored_and_given_back() -> None:
+    make_version()
+    huge = "x" * (3 * 1024 * 1024)  # pyarrow's blocks are 1 MiB: it refused such a line
+    job = scored_batch(iris_rows(3), ["a", huge, "c"])
+    assert job.status == "succeeded", job.error_message  # failed the whole file (bad_file)
+
+    records = json.loads(download(job, "json"))  # a 500
+    table = pd.read_parquet(io.BytesIO(download(job, "parquet")))
+
+    assert [record["key"] for record in records] == table["key"].tolist() == ["a", huge, "c"]
+
+
 def test_a_batch_result_of_number_labels_gives_numbers() -> None:
     make_version()  # iris classes 0, 1, 2
     job = scored_batch(spread_rows(), IDS)
