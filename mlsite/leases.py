@@ -19,8 +19,8 @@ logger = logging.getLogger(__name__)
 
 
 class Heartbeat:
-    """The ids this process is scoring, and the thread that renews their leases with `renew`
-    every third of `seconds()`."""
+    """The ids of the work this process holds, and the thread that renews their leases with
+    `renew` every third of `seconds()`."""
 
     def __init__(self, renew: Callable[[list[str]], int], seconds: Callable[[], float]) -> None:
         self._renew = renew
