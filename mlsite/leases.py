@@ -12,19 +12,25 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import DatabaseError, connections
+from django.utils import timezone
 
 logger = logging.getLogger(__name__)
 
 
 class Heartbeat:
-    """The ids of the work this process holds, and the thread that renews their leases with
-    `renew` every third of `seconds()`."""
+    """One kind of lease: its length (the setting named `setting`, read when used), the ids of
+    the work this process holds, and the thread that renews their leases every third of it.
 
-    def __init__(self, renew: Callable[[list[str]], int], seconds: Callable[[], float]) -> None:
+    `renew(ids, until)` moves the running ones' lease end to `until`; how many rows changed.
+    """
+
+    def __init__(self, setting: str, renew: Callable[[list[str], datetime], int]) -> None:
+        self._setting = setting
         self._renew = renew
-        self._seconds = seconds
         self._held: dict[str, int] = {}  # id -> how many holders (a job sent twice)
         self._lock = threading.Lock()
         self._owner_pid = 0  # the process whose thread runs: a forked child starts its own
@@ -48,13 +54,20 @@ class Heartbeat:
                     else:
                         self._held[one] -= 1
 
+    def seconds(self) -> float:
+        return float(getattr(settings, self._setting))
+
+    def until(self, now: datetime) -> datetime:
+        """Where a lease taken or renewed at `now` ends."""
+        return now + timedelta(seconds=self.seconds())
+
     def held(self) -> list[str]:
         with self._lock:
             return list(self._held)
 
     def _beat(self) -> None:
         while True:
-            time.sleep(self._seconds() / 3)
+            time.sleep(self.seconds() / 3)
             # Only what was held since the last beat needs it; newer claims are fresh.
             held = self.held()
             if held:
@@ -63,7 +76,7 @@ class Heartbeat:
     def renew(self, held: list[str]) -> int:
         """Renew these leases; how many rows changed."""
         try:
-            return self._renew(held)
+            return self._renew(held, self.until(timezone.now()))
         except DatabaseError:
             # A renewal missed is a lease a third shorter; the next beat tries again.
             logger.warning("could not renew %d lease(s)", len(held), exc_info=True)

@@ -117,17 +117,12 @@ def fail_stale_runs(spec_id: int | None, now: datetime) -> int:
     )
 
 
-def lease_until(now: datetime) -> datetime:
-    """Where a training run's lease taken or renewed at `now` ends."""
-    return now + timedelta(seconds=float(settings.TRAINING_LEASE_SECONDS))
-
-
-def _renew(run_ids: list[str]) -> int:
+def _renew(run_ids: list[str], until: datetime) -> int:
     running = TrainingRun.objects.filter(pk__in=run_ids, status=RunStatus.RUNNING)
-    return running.update(lease_expires_at=lease_until(timezone.now()))
+    return running.update(lease_expires_at=until)
 
 
-_heartbeat = Heartbeat(_renew, lambda: float(settings.TRAINING_LEASE_SECONDS))
+_heartbeat = Heartbeat("TRAINING_LEASE_SECONDS", _renew)
 
 
 # --- handling a retrain message --------------------------------------------------------
@@ -208,7 +203,7 @@ def claim(run: TrainingRun, now: datetime | None = None) -> bool:
             # The partial unique index one_running_run_per_spec is the lock: a second
             # running run of the spec cannot exist, whatever process or host tries.
             changed = TrainingRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
-                status=RunStatus.RUNNING, started_at=now, lease_expires_at=lease_until(now)
+                status=RunStatus.RUNNING, started_at=now, lease_expires_at=_heartbeat.until(now)
             )
     except IntegrityError:
         busy = TrainingRun.objects.filter(spec_id=run.spec_id, status=RunStatus.RUNNING).first()

@@ -150,7 +150,7 @@ def score_chunk(chunk_id: int, task_id: str = "", *, retrying: bool = False) -> 
     job = chunk.job
     running.renew_lease(job.pk)
     try:
-        with heartbeat.holding_chunks([chunk_id]):
+        with heartbeat.chunks.holding([chunk_id]):
             scored, failed = _score_into_part(chunk)
     except DomainError as exc:
         running.fail(job.pk, exc.code, str(exc))
@@ -231,7 +231,7 @@ def run_chunk_again(chunk: BatchChunk, now: datetime) -> bool:
 def claim_chunk(chunk_id: int, task_id: str, *, retrying: bool = False) -> bool:
     """Take a pending chunk (an attempt counted) or, for the claiming task's own retry, the
     chunk it holds (none counted: a database error is no lost worker), with a fresh lease."""
-    lease = heartbeat.chunk_lease_until(timezone.now())
+    lease = heartbeat.chunks.until(timezone.now())
     chunks = BatchChunk.objects.filter(pk=chunk_id, job__status=Status.RUNNING)
     if chunks.filter(status=ChunkStatus.PENDING).update(
         status=ChunkStatus.RUNNING,

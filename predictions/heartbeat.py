@@ -9,43 +9,24 @@ time limit's lease held it for 16 minutes. Work that ends within a third of a le
 all of it, never writes a renewal.
 """
 
-from datetime import datetime, timedelta
-
-from django.conf import settings
-from django.utils import timezone
+from datetime import datetime
 
 from mlsite.leases import Heartbeat
 
 from .models import BatchChunk, ChunkStatus, PredictionJob, Status
 
 
-def lease_seconds() -> float:
-    return float(settings.SINGLE_JOB_LEASE_SECONDS)
-
-
-def lease_until(now: datetime) -> datetime:
-    """Where a single job's lease taken or renewed at `now` ends."""
-    return now + timedelta(seconds=lease_seconds())
-
-
-def chunk_lease_until(now: datetime) -> datetime:
-    """Where a batch chunk's lease taken or renewed at `now` ends."""
-    return now + timedelta(seconds=float(settings.CHUNK_LEASE_SECONDS))
-
-
-def renew_jobs(job_ids: list[str]) -> int:
-    """Push running single jobs' leases a whole lease ahead; how many rows changed."""
+def renew_jobs(job_ids: list[str], until: datetime) -> int:
+    """Move running single jobs' lease end to `until`; how many rows changed."""
     running = PredictionJob.objects.filter(pk__in=job_ids, status=Status.RUNNING)
-    return running.update(lease_expires_at=lease_until(timezone.now()))
+    return running.update(lease_expires_at=until)
 
 
-def renew_chunks(chunk_ids: list[str]) -> int:
-    """Push running chunks' leases a whole lease ahead; how many rows changed."""
+def renew_chunks(chunk_ids: list[str], until: datetime) -> int:
+    """Move running chunks' lease end to `until`; how many rows changed."""
     running = BatchChunk.objects.filter(pk__in=chunk_ids, status=ChunkStatus.RUNNING)
-    return running.update(lease_expires_at=chunk_lease_until(timezone.now()))
+    return running.update(lease_expires_at=until)
 
 
-_single_jobs = Heartbeat(renew_jobs, lease_seconds)
-_chunks = Heartbeat(renew_chunks, lambda: float(settings.CHUNK_LEASE_SECONDS))
-holding = _single_jobs.holding  # single jobs' ids
-holding_chunks = _chunks.holding  # batch chunks' ids
+single_jobs = Heartbeat("SINGLE_JOB_LEASE_SECONDS", renew_jobs)
+chunks = Heartbeat("CHUNK_LEASE_SECONDS", renew_chunks)

@@ -96,7 +96,7 @@ def claim_many(
     now = now or timezone.now()
     task_of = dict(requests)  # a job sent twice in one micro-batch is claimed once
     # A short lease, renewed while the micro-batch runs (predictions/heartbeat.py).
-    lease = heartbeat.lease_until(now)
+    lease = heartbeat.single_jobs.until(now)
     changes = {"status": Status.RUNNING, "started_at": now, "lease_expires_at": lease}
     rows = [({**changes, "task_id": task}, {"id": job}) for job, task in task_of.items()]
     # Claimed and read back as two steps, each retried alone: a read-back that failed does

@@ -66,7 +66,7 @@ def _score_single(pairs: list[tuple[str, str]], task_name: str, hostname: str | 
             worker=hostname,
         )
 
-    with heartbeat.holding(str(job.pk) for job in jobs):
+    with heartbeat.single_jobs.holding(str(job.pk) for job in jobs):
         return len(running.score_jobs(jobs, on_written=record))
 
 

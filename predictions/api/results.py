@@ -10,6 +10,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from django.conf import settings
+from django.db.models.fields.files import FieldFile
 from django.http import FileResponse, HttpResponse
 from rest_framework.renderers import BaseRenderer
 
@@ -76,15 +77,20 @@ def result_table(job: PredictionJob) -> pa.Table:
         false_values=[],
         strings_can_be_null=False,
     )
+    return _read_back(job.result_file, options)
+
+
+def _read_back(stored: FieldFile, options: pa_csv.ConvertOptions) -> pa.Table:
+    """One of our CSV files (a result or an error file) as a table, escapes undone."""
     try:
-        with job.result_file.open("rb") as stream:
+        with stored.open("rb") as stream:
             table = pa_csv.read_csv(stream, convert_options=options)
     except pa.ArrowInvalid as exc:
         if not is_straddling(exc):
             raise
         # A line longer than pyarrow's block (a huge id): the file as one block.
-        whole = pa_csv.ReadOptions(block_size=job.result_file.size + 1)
-        with job.result_file.open("rb") as stream:
+        whole = pa_csv.ReadOptions(block_size=stored.size + 1)
+        with stored.open("rb") as stream:
             table = pa_csv.read_csv(stream, read_options=whole, convert_options=options)
     columns = [_unescaped(column) for column in table.columns]
     return pa.Table.from_arrays(columns, names=[unescape_formula(n) for n in table.column_names])
@@ -178,11 +184,7 @@ def error_rows(job: PredictionJob) -> list[dict[str, Any]]:
         null_values=[],
         strings_can_be_null=False,
     )
-    with job.error_file.open("rb") as stream:
-        table = pa_csv.read_csv(stream, convert_options=options)
-    columns = [_unescaped(column) for column in table.columns]
-    names = [unescape_formula(name) for name in table.column_names]
-    return pa.Table.from_arrays(columns, names=names).to_pylist()
+    return _read_back(job.error_file, options).to_pylist()
 
 
 def errors_response(job: PredictionJob) -> HttpResponse | FileResponse:

@@ -379,7 +379,7 @@ def test_a_chunks_lease_is_renewed_only_while_it_scores(unsent_with_quick_retrie
         return BatchChunk.objects.get(pk=first).lease_expires_at
 
     claimed_lease = lease()
-    beats = Heartbeat(heartbeat.renew_chunks, lambda: 0.6)  # beats every 0.2 s
+    beats = Heartbeat("CHUNK_LEASE_SECONDS", heartbeat.renew_chunks)  # beats every 0.2 s
     with beats.holding([first]):
         time.sleep(1.0)  # a chunk outliving its first lease
         renewed = lease()

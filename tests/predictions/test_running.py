@@ -276,7 +276,7 @@ def test_a_micro_batchs_jobs_keep_a_short_lease_only_while_it_runs(monkeypatch) 
     def lease() -> object:
         return PredictionJob.objects.get(pk=job.pk).lease_expires_at
 
-    beats = Heartbeat(heartbeat.renew_jobs, heartbeat.lease_seconds)  # beats every 0.2 s
+    beats = Heartbeat("SINGLE_JOB_LEASE_SECONDS", heartbeat.renew_jobs)  # beats every 0.2 s
     with beats.holding([str(job.pk)]):
         time.sleep(1.0)  # a micro-batch outliving its first lease
         renewed = lease()
