@@ -134,3 +134,38 @@ def test_a_batch_chunk_running_when_redis_restarts_finishes_without_waiting_for_
             assert len(result_lines(batch["id"])) == 600_000 + 1
         finally:
             stack.close()
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_batch_chunks_a_restarted_redis_forgot_are_sent_again_without_waiting_for_the_lease(
+    volatile_redis: processes.RedisServer, iris_version: object
+) -> None:
+    # Six chunks, two scoring at a time (prefetch 1): four wait only in Redis, which dies
+    # without saving. The job's lease is far beyond the test: it must finish because the
+    # reconciler sent the forgotten chunks again, not because the job was run again.
+    slow_forest_in_production(300)
+    stack = Stack(
+        volatile_redis.url,
+        JOB_LEASE_SECONDS="600",
+        BATCH_CHUNK_ROWS="100000",
+        CELERY_WORKER_PREFETCH_MULTIPLIER="1",
+    ).start()
+    try:
+        status, batch = stack.api.submit_file("rows.csv", iris_csv(600_000), id_column="row_id")
+        assert status == 201, batch
+        chunks = BatchChunk.objects.filter(job_id=batch["id"])
+        processes.wait_for(
+            lambda: chunks.filter(status=ChunkStatus.RUNNING).count() == 2, 60, "two chunks"
+        )
+        assert chunks.filter(status=ChunkStatus.PENDING).count() == 4
+        volatile_redis.stop(signal.SIGKILL)
+        volatile_redis.start()
+        seconds = wait_until_finished([batch["id"]], timeout=120)
+        job = PredictionJob.objects.get(pk=batch["id"])
+        assert (job.status, job.rows_done, job.attempts) == (Status.SUCCEEDED, 600_000, 1), (
+            f"{job.status} after {seconds:.0f} s; chunks {list(chunks.values('status'))}"
+        )
+        assert len(result_lines(batch["id"])) == 600_000 + 1
+    finally:
+        stack.close()

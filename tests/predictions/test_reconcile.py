@@ -201,3 +201,43 @@ def test_a_chunk_taken_for_lost_while_it_still_ran_is_counted_once(
     job.refresh_from_db()
     assert (job.status, job.rows_done) == (Status.SUCCEEDED, 15)
     assert len(pd.read_csv(job.result_file.path)) == 15
+
+
+@pytest.mark.postgres  # the database does the date arithmetic, as each one does it
+@override_settings(RECONCILE_QUEUED_AFTER=60, CHUNK_LEASE_SECONDS=3600)
+def test_a_pending_chunk_whose_message_is_gone_is_sent_again_backing_off(planned_batch) -> None:
+    # Redis forgot the second chunk's message; the first one's was taken and is scoring.
+    job, first, second, sent = planned_batch
+    assert batching.claim_chunk(first, "scoring")
+    start = timezone.now()
+    PredictionJob.objects.filter(pk=job.pk).update(
+        started_at=start, lease_expires_at=start + timedelta(hours=1)
+    )
+    BatchChunk.objects.filter(pk=second).update(sent_at=start)
+    resent_at = []
+    for second_ in range(0, 1200, 10):
+        if reconcile.reconcile(now=start + timedelta(seconds=second_)).chunks_resent:
+            resent_at.append(second_)
+    assert resent_at == [70, 140, 280, 560, 1120]  # as a queued job's resends
+    assert sent == [[second]] * 5  # never the one scoring
+
+    # A copy finds the chunk taken once one of them ran it.
+    assert batching.score_chunk(second, "one")["rows"] == 5
+    assert "skipped" in batching.score_chunk(second, "another")
+    assert reconcile.reconcile(now=start + timedelta(hours=2)).chunks_resent == 0
+
+
+@override_settings(RECONCILE_QUEUED_AFTER=60)
+def test_a_pending_chunk_the_broker_refused_to_take_again_is_sent_by_the_next_pass(
+    planned_batch, monkeypatch
+) -> None:
+    _, first, second, sent = planned_batch
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise sending.BrokerUnavailable("Redis is down")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(sending, "publish", refuse)
+        assert reconcile.reconcile(now=later(61)).chunks_resent == 0
+    assert reconcile.reconcile(now=later(62)).chunks_resent == 2
+    assert sorted(sent) == [[first], [second]]
