@@ -262,10 +262,9 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "mlsite.schema.add_error_responses",
     ],
-    # Jobs and training runs both have a "status" field with different choices.
+    # Jobs and training runs share one set of statuses, and so one enum.
     "ENUM_NAME_OVERRIDES": {
-        "JobStatusEnum": "predictions.models.Status",
-        "TrainingRunStatusEnum": "modelregistry.models.RunStatus",
+        "StatusEnum": "predictions.models.Status",
         "StageEnum": "modelregistry.models.Stage",
     },
 }

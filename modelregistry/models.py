@@ -411,6 +411,7 @@ class RunStatus(models.TextChoices):
     RUNNING = "running", "Running"
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
 
 
 class RunTrigger(models.TextChoices):
@@ -437,7 +438,7 @@ class TrainingRun(models.Model):
         max_length=10,
         choices=RunStatus.choices,
         default=RunStatus.QUEUED,
-        help_text="Queued, running, succeeded or failed.",
+        help_text="Queued, running, succeeded, failed or cancelled.",
     )
     metrics = models.JSONField(
         "metrics", default=dict, blank=True, help_text="The new version's holdout metrics."

@@ -24,6 +24,7 @@ STATUS_COLOURS: dict[str, str] = {
     RunStatus.RUNNING: "#1a6fb0",
     RunStatus.SUCCEEDED: "#2e7d32",
     RunStatus.FAILED: "#c62828",
+    RunStatus.CANCELLED: "#8d6e63",
 }
 
 
@@ -331,11 +332,25 @@ class TrainingRunAdmin(admin.ModelAdmin):
         ("When", {"fields": ["created_at", "started_at", "finished_at"]}),
     ]
 
+    actions = ["cancel_selected"]
+
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return [field.name for field in TrainingRun._meta.fields]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # runs are started from a spec: "Retrain now", a schedule or the API
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        """Who may start a run may cancel one."""
+        return request.user.has_perm("modelregistry.change_trainingspec")
+
+    @admin.action(description="Cancel selected runs", permissions=["cancel"])
+    def cancel_selected(self, request: HttpRequest, runs: QuerySet[TrainingRun]) -> None:
+        cancelled = training_runs.cancel(runs, by=request.user.get_username())
+        skipped = len(runs) - cancelled
+        why = f" {skipped} had already finished, so there was nothing to cancel." if skipped else ""
+        level = messages.WARNING if skipped else messages.SUCCESS
+        self.message_user(request, f"Cancelled {cancelled} of {len(runs)} run(s).{why}", level)
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, run: TrainingRun) -> SafeString:

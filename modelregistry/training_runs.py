@@ -7,10 +7,11 @@ from uuid import uuid4
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from mlsite import sending
+from mlsite.celery import app
 from mlsite.errors import Conflict, DomainError
 from mlsite.leases import Heartbeat
 
@@ -30,6 +31,10 @@ logger = logging.getLogger(__name__)
 
 class TrainingInProgress(Conflict):
     code = "training_in_progress"
+
+
+class NotCancellable(Conflict):
+    code = "not_cancellable"
 
 
 class RunNotSent(DomainError):
@@ -123,6 +128,49 @@ def _renew(run_ids: list[str], until: datetime) -> int:
 
 
 _heartbeat = Heartbeat("TRAINING_LEASE_SECONDS", _renew)
+
+
+# --- cancelling -------------------------------------------------------------------------
+
+ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING)
+
+
+def cancel(runs: QuerySet[TrainingRun], by: str) -> int:
+    """Cancel the queued or running runs among these; the count cancelled.
+
+    The row says so first: a queued run's message then finds it taken, and a running run's
+    end is not recorded (nor the version it made kept). A running run's fit is stopped by a
+    revoke that terminates the process running it, which its worker replaces; should the
+    revoke not arrive (the broker down), the fit runs on to no effect.
+    """
+    cancelled = 0
+    for run in runs.filter(status__in=ACTIVE):
+        changed = TrainingRun.objects.filter(pk=run.pk, status=run.status).update(
+            status=RunStatus.CANCELLED,
+            finished_at=timezone.now(),
+            lease_expires_at=None,
+            error=f"cancelled by {by}",
+        )
+        if changed and run.status == RunStatus.RUNNING and run.task_id:
+            _terminate(run)
+        cancelled += changed
+    return cancelled
+
+
+def cancel_one(run: TrainingRun, by: str) -> TrainingRun:
+    """Cancel one run; raises NotCancellable if it already finished."""
+    if not cancel(TrainingRun.objects.filter(pk=run.pk), by):
+        run.refresh_from_db()
+        raise NotCancellable(f"training run {run.pk} already finished ({run.status})")
+    run.refresh_from_db()
+    return run
+
+
+def _terminate(run: TrainingRun) -> None:
+    try:
+        app.control.revoke(run.task_id, terminate=True)
+    except Exception as exc:  # kombu and redis-py raise several kinds when Redis is down
+        logger.warning("training run %s cancelled, its fit not stopped: %s", run.pk, exc)
 
 
 # --- handling a retrain message --------------------------------------------------------
@@ -240,7 +288,7 @@ def _train_and_record(run: TrainingRun) -> TrainingRun:
         version = _register(spec[0], trained, run)
         if promote:
             versions.promote(version, Stage.PRODUCTION, note=f"training run {run.pk}: {reason}")
-        return finish(
+        recorded = _finish_active(
             run,
             RunStatus.SUCCEEDED,
             version=version,
@@ -249,6 +297,12 @@ def _train_and_record(run: TrainingRun) -> TrainingRun:
             promoted=promote,
             promotion_reason=reason[:300],
         )
+        if not recorded:  # cancelled while it trained: nothing it made is kept
+            transaction.set_rollback(True)
+    if not recorded:
+        version.artifact.delete(save=False)
+    run.refresh_from_db()
+    return run
 
 
 def _compare(spec: TrainingSpec, trained: training.Trained) -> tuple[dict[str, float], bool, str]:
@@ -292,11 +346,18 @@ def _register(
 
 
 def finish(run: TrainingRun, status: str, **fields: Any) -> TrainingRun:
-    TrainingRun.objects.filter(pk=run.pk).update(
-        status=status, finished_at=timezone.now(), lease_expires_at=None, **fields
-    )
+    """End a run that has not ended (one cancelled meanwhile stays cancelled); read it back."""
+    _finish_active(run, status, **fields)
     run.refresh_from_db()
     return run
+
+
+def _finish_active(run: TrainingRun, status: str, **fields: Any) -> bool:
+    return bool(
+        TrainingRun.objects.filter(pk=run.pk, status__in=ACTIVE).update(
+            status=status, finished_at=timezone.now(), lease_expires_at=None, **fields
+        )
+    )
 
 
 def _describe(exc: Exception) -> str:

@@ -1,5 +1,5 @@
 """Training endpoints: everyone signed in reads specs and runs; staff who may change a spec
-start a run."""
+start and cancel runs."""
 
 from typing import cast
 
@@ -63,3 +63,22 @@ class TrainingRunViewSet(ReadOnlyModelViewSet):
 
     def get_queryset(self) -> QuerySet[TrainingRun]:
         return TrainingRun.objects.select_related("spec", "version__registered_model")
+
+    def get_permissions(self) -> list[BasePermission]:
+        if self.action == "cancel":
+            return [IsAuthenticated(), staff_with(RUN_PERMISSION)()]
+        return cast(list[BasePermission], super().get_permissions())
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: TrainingRunSerializer,
+            409: OpenApiResponse(description="The run already finished (not_cancellable)."),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str | None = None) -> Response:
+        """Cancel a queued or running run: staff with "Can change training spec". A running
+        fit is stopped; the version it would have made is not registered."""
+        run = training_runs.cancel_one(self.get_object(), by=request.user.get_username())
+        return Response(TrainingRunSerializer(run).data)

@@ -190,3 +190,27 @@ def test_a_dataset_page_names_its_file_without_a_link_that_would_404(
     assert dataset.file.name.startswith("datasets/") and dataset.file.name in page
     assert 'href="/datasets/' not in page
     assert 'type="file" name="file"' in page  # it may still be replaced
+
+
+def test_cancel_selected_runs_cancels_the_unfinished_and_says_why_not_the_rest(
+    admin_client,
+) -> None:
+    spec = make_training_spec()
+    queued = TrainingRun.objects.create(spec=spec, trigger=RunTrigger.ADMIN)
+    done = finished_run(spec, 0.95, promoted=True)
+    viewer = with_permissions(make_user("viewer", staff=True), "view_trainingrun")
+    client = Client()
+    client.force_login(viewer)
+    assert "cancel_selected" not in client.get("/admin/modelregistry/trainingrun/").content.decode()
+
+    response = admin_client.post(
+        "/admin/modelregistry/trainingrun/",
+        {"action": "cancel_selected", "_selected_action": [queued.pk, done.pk]},
+        follow=True,
+    )
+
+    assert "Cancelled 1 of 2 run(s). 1 had already finished" in response.content.decode()
+    queued.refresh_from_db()
+    done.refresh_from_db()
+    assert (queued.status, queued.error) == (RunStatus.CANCELLED, "cancelled by boss")
+    assert done.status == RunStatus.SUCCEEDED

@@ -9,7 +9,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from mlsite import sending
-from modelregistry import scheduling
+from modelregistry import scheduling, training_runs
 from modelregistry.models import RunStatus, RunTrigger, TrainingRun
 from tests.base import make_user, owner, staff, with_permissions
 from tests.builders import make_training_spec
@@ -168,3 +168,39 @@ def test_runs_can_be_filtered_by_status_and_show_why_they_failed() -> None:
     assert failed["spec_name"] == "iris-nightly"
     assert failed["error"] == "unknown params for LogisticRegression: Cee"
     assert failed["version"] is None
+
+
+@pytest.mark.django_db
+def test_staff_cancel_a_queued_run_and_its_message_then_trains_nothing() -> None:
+    spec = make_training_spec()
+    run = TrainingRun.objects.create(spec=spec, trigger=RunTrigger.API, task_id="t-queued")
+    user = staff()
+
+    response = client_for(user).post(f"/api/v1/training/runs/{run.pk}/cancel/")
+
+    assert response.status_code == 200, response.json()
+    assert response.json()["status"] == "cancelled"
+    assert response.json()["error"] == f"cancelled by {user.username}"
+    assert training_runs.handle_message(spec.pk, "api", run.pk, {}) is None  # its message
+    run.refresh_from_db()
+    assert (run.status, run.version) == (RunStatus.CANCELLED, None)
+    # The spec is free again, and a finished run cannot be cancelled twice.
+    assert training_runs.running_run(spec.pk) is None
+    again = client_for(user).post(f"/api/v1/training/runs/{run.pk}/cancel/")
+    assert again.status_code == 409
+    assert again.json() == {
+        "detail": f"training run {run.pk} already finished (cancelled)",
+        "code": "not_cancellable",
+    }
+
+
+@pytest.mark.django_db
+def test_only_staff_who_may_start_runs_may_cancel_them() -> None:
+    run = TrainingRun.objects.create(spec=make_training_spec(), trigger=RunTrigger.API)
+
+    viewer = with_permissions(make_user("viewer", staff=True), "view_trainingrun")
+    for user in (owner(), viewer):
+        response = client_for(user).post(f"/api/v1/training/runs/{run.pk}/cancel/")
+        assert response.status_code == 403
+    run.refresh_from_db()
+    assert run.status == RunStatus.QUEUED

@@ -23,6 +23,7 @@ from modelregistry.models import (
 from modelregistry.tasks import retrain
 from predictions import reconcile
 from tests.builders import make_training_spec, make_version
+from tests.faults.harness import pool_processes
 from tests.processes import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -252,3 +253,52 @@ def test_a_run_whose_worker_died_fails_a_lease_later_and_frees_the_spec(monkeypa
     assert (outcome.training_runs_failed, lost.status) == (1, RunStatus.FAILED)
     assert "worker running it stopped" in lost.error
     assert training_runs.request_run(spec, RunTrigger.API).status == RunStatus.QUEUED
+
+
+def test_a_cancelled_running_fit_is_stopped_and_registers_nothing(live_worker) -> None:
+    # 20,000 trees: minutes of fitting, unless the cancel stops it.
+    spec = make_training_spec(
+        estimator=Estimator.RANDOM_FOREST_CLASSIFIER, params={"n_estimators": 20000}
+    )
+    pool_before = set(pool_processes(live_worker))
+    run = training_runs.request_run(spec, RunTrigger.ADMIN)
+    wait_for(lambda: TrainingRun.objects.get(pk=run.pk).status == RunStatus.RUNNING, 30, "fit")
+
+    run = training_runs.cancel_one(run, by="admin")
+
+    assert (run.status, run.error) == (RunStatus.CANCELLED, "cancelled by admin")
+    # The process fitting it is ended, and its worker starts another in its place.
+    wait_for(lambda: set(pool_processes(live_worker)) - pool_before, 20, "a new pool process")
+    assert len(pool_processes(live_worker)) == len(pool_before)
+    # The spec is free at once, and the worker trains the next run.
+    spec.params = {"n_estimators": 10}
+    spec.save()
+    assert finished(training_runs.request_run(spec, RunTrigger.ADMIN)).status == (
+        RunStatus.SUCCEEDED
+    )
+    run.refresh_from_db()
+    assert (run.status, run.version) == (RunStatus.CANCELLED, None)
+    assert ModelVersion.objects.filter(registered_model=spec.registered_model).count() == 1
+
+
+def test_a_run_cancelled_as_it_finished_keeps_neither_its_version_nor_its_end(
+    monkeypatch, private_artifacts
+) -> None:
+    # The revoke came too late (or never): the fit ended, and its end finds the run cancelled.
+    production = make_version("iris")
+    spec = make_training_spec(params={"max_iter": 500}, promotion_policy=PromotionPolicy.ALWAYS)
+    run = TrainingRun.objects.create(spec=spec, trigger=RunTrigger.ADMIN)
+    assert training_runs.claim(run)
+    real_compare = training_runs._compare
+
+    def cancelled_meanwhile(*args: object) -> tuple[dict[str, float], bool, str]:
+        TrainingRun.objects.filter(pk=run.pk).update(status=RunStatus.CANCELLED)
+        return real_compare(*args)
+
+    monkeypatch.setattr(training_runs, "_compare", cancelled_meanwhile)
+    run = training_runs.execute(run)
+
+    assert (run.status, run.version, run.promoted) == (RunStatus.CANCELLED, None, False)
+    assert production_of() == production
+    assert list(ModelVersion.objects.filter(registered_model=spec.registered_model)) == [production]
+    assert [path.name for path in private_artifacts.rglob("*.joblib")] == ["v1.joblib"]
