@@ -373,7 +373,9 @@ def _parquet_batches(
             column = batch.column(name)
             if not is_number_type(column.type):
                 raise BadFile(f"column {name} is {column.type}, not a number", field="file")
-            columns.append(column.cast(pa.float64()))
+            # Unsafe: an integer past a double's 2**53 becomes the nearest double, as it
+            # does read from a CSV, instead of failing the whole file.
+            columns.append(column.cast(pa.float64(), safe=False))
         if id_column:
             columns.append(batch.column(id_column).cast(pa.string()))
         names = [*features, *([id_column] if id_column else [])]

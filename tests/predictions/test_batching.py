@@ -1,10 +1,13 @@
 """Batch jobs as plain functions: plan chunks, score them, cancel between them, merge once."""
 
+import io
 import time
 from datetime import timedelta
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import OperationalError
@@ -388,3 +391,33 @@ def test_a_chunks_lease_is_renewed_only_while_it_scores(unsent_with_quick_retrie
     settled = lease()
     time.sleep(0.5)  # two more beats: once it ended, nothing renews it
     assert lease() == settled
+
+
+def test_parquet_integers_beyond_a_doubles_precision_are_scored_as_a_csvs_would_be(
+    unsent_with_quick_retries,
+) -> None:
+    # A CSV's 2**53 + 1 is read as the nearest double; a Parquet int64 or uint64 cell was cast
+    # "safely", and one such value failed the whole file.
+    make_version()
+    columns = {name: pa.array([5.1, 6.3, 4.4]) for name in IRIS_FEATURES}
+    columns["sepal_length"] = pa.array([2**53 + 1, 5, 6], pa.int64())
+    columns["petal_width"] = pa.array([2**64 - 1, 1, 2], pa.uint64())
+    upload = io.BytesIO()
+    pq.write_table(pa.table(columns), upload)
+    parquet = SimpleUploadedFile("rows.parquet", upload.getvalue())
+    job, _ = submission.submit_file(make_user(), "iris", parquet, size=parquet.size)
+
+    run_whole(job)
+
+    job.refresh_from_db()
+    assert (job.status, job.rows_done, job.rows_failed) == (Status.SUCCEEDED, 3, 0), (
+        job.error_message
+    )
+    text = pd.DataFrame({name: column.to_pylist() for name, column in columns.items()}).to_csv(
+        index=False
+    )
+    csv = SimpleUploadedFile("rows.csv", text.encode())
+    as_csv, _ = submission.submit_file(job.owner, "iris", csv, size=csv.size)
+    run_whole(as_csv)
+    as_csv.refresh_from_db()
+    assert pd.read_csv(job.result_file.path).equals(pd.read_csv(as_csv.result_file.path))
