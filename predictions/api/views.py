@@ -19,6 +19,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import status
 from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.mixins import ListModelMixin, RetrieveModelMixin
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
@@ -38,6 +39,9 @@ from .serializers import (
     SubmitFileSerializer,
     SubmitRowsSerializer,
 )
+
+# What the admin's cancel and retry actions ask of staff (predictions/admin.py).
+CHANGE_JOBS_PERMISSION = "predictions.change_predictionjob"
 
 
 class StorableDateTimeField(IsoDateTimeField):
@@ -157,6 +161,10 @@ RESULT_ROWS = {
         "additionalProperties": {"description": "A batch job's id column, under its name."},
     },
 }
+OTHERS_JOB = OpenApiResponse(
+    description="Another user's job, and staff without predictions.change_predictionjob "
+    "(permission_denied)."
+)
 RESULT_GONE = OpenApiResponse(
     description="Result retention deleted it (result_purged); the job remains."
 )
@@ -233,17 +241,19 @@ class JobViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
         request=None,
         responses={
             200: JobDetailSerializer,
+            403: OTHERS_JOB,
             409: OpenApiResponse(description="The job already finished (not_cancellable)."),
         },
     )
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str | None = None) -> Response:
-        return Response(self._render(running.cancel_one(self.get_object())))
+        return Response(self._render(running.cancel_one(self._changeable_job())))
 
     @extend_schema(
         request=None,
         responses={
             200: JobDetailSerializer,
+            403: OTHERS_JOB,
             409: OpenApiResponse(
                 description="Only a failed or cancelled job that still has its inputs can be "
                 "retried (not_retryable)."
@@ -252,7 +262,7 @@ class JobViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
     )
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk: str | None = None) -> Response:
-        return Response(self._render(running.retry_one(self.get_object())))
+        return Response(self._render(running.retry_one(self._changeable_job())))
 
     @extend_schema(
         parameters=[RESULT_FORMAT],
@@ -327,6 +337,18 @@ class JobViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
             request.accepted_renderer = JSONRenderer()
             request.accepted_media_type = JSONRenderer.media_type
         return super().finalize_response(request, response, *args, **kwargs)  # type: ignore[arg-type]
+
+    def _changeable_job(self) -> PredictionJob:
+        """The job, for cancel and retry: staff see every job, but another user's they change
+        only with the permission the admin's cancel and retry actions ask for (403 without)."""
+        job = self.get_object()
+        user = cast(User, self.request.user)
+        if job.owner_id != user.pk and not user.has_perm(CHANGE_JOBS_PERMISSION):
+            raise PermissionDenied(
+                f"Only the job's owner, or staff with the {CHANGE_JOBS_PERMISSION} permission, "
+                "may cancel or retry it."
+            )
+        return job
 
     def _render(self, job: PredictionJob) -> dict[str, Any]:
         return JobDetailSerializer(job, context=self.get_serializer_context()).data

@@ -9,7 +9,7 @@ from rest_framework.test import APIClient
 
 from predictions import running, submission
 from predictions.models import PredictionJob, Status
-from tests.base import make_user
+from tests.base import make_user, with_permissions
 from tests.builders import IRIS_FEATURES, iris_rows, make_version
 
 pytestmark = pytest.mark.django_db
@@ -217,6 +217,32 @@ def test_staff_see_every_job(owner_client) -> None:
     staff = client_for(make_user("boss", staff=True))
     assert staff.get(f"/api/v1/jobs/{job_id}/").status_code == 200
     assert staff.get("/api/v1/jobs/").json()["count"] == 1
+
+
+def test_staff_without_the_change_permission_cannot_cancel_or_retry_anothers_job(
+    owner_client,
+) -> None:
+    job_id = post(owner_client, {"model": "iris", "inputs": iris_rows(1)})["id"]
+    staff = client_for(make_user("boss", staff=True))  # sees every job, may change none
+    for action in ("cancel", "retry"):
+        answer = staff.post(f"/api/v1/jobs/{job_id}/{action}/")
+        assert (answer.status_code, answer.json()["code"]) == (403, "permission_denied")
+    assert PredictionJob.objects.get(pk=job_id).status == Status.QUEUED
+
+
+def test_staff_with_the_change_permission_cancel_and_retry_anothers_job(owner_client) -> None:
+    job_id = post(owner_client, {"model": "iris", "inputs": iris_rows(1)})["id"]
+    boss = with_permissions(make_user("boss", staff=True), "change_predictionjob")
+    staff = client_for(boss)
+    assert staff.post(f"/api/v1/jobs/{job_id}/cancel/").json()["status"] == "cancelled"
+    assert staff.post(f"/api/v1/jobs/{job_id}/retry/").json()["status"] == "queued"
+
+
+def test_staff_without_the_change_permission_cancel_their_own_job() -> None:
+    make_version()
+    staff = client_for(make_user("boss", staff=True))
+    job_id = post(staff, {"model": "iris", "inputs": iris_rows(1)})["id"]
+    assert staff.post(f"/api/v1/jobs/{job_id}/cancel/").json()["status"] == "cancelled"
 
 
 def test_anonymous_requests_are_refused() -> None:
