@@ -11,6 +11,7 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import pytest
+from django.contrib.auth.models import Group, Permission
 from rest_framework.authtoken.models import Token
 
 from modelregistry import versions
@@ -83,3 +84,39 @@ def test_a_deactivated_user_is_refused_at_once_in_another_process(
     user.save()
 
     assert soon(lambda: call(f"{live_web}/api/v1/jobs/", token)[0] == 401)
+
+
+def test_a_permission_taken_from_a_users_group_is_refused_at_once_in_another_process(
+    live_web,
+) -> None:
+    make_version()
+    group = Group.objects.create(name="promoters")
+    group.permissions.set(Permission.objects.filter(codename="change_modelversion"))
+    user = make_user("cache-user-4", staff=True)
+    user.groups.add(group)
+    token = Token.objects.create(user=user).key
+    rollback = f"{live_web}/api/v1/models/iris/rollback/"
+    # Allowed: there is just nothing to roll back to (409), twice, so the user is cached.
+    assert call(rollback, token, {})[1]["code"] == "stage_conflict"
+    assert call(rollback, token, {})[1]["code"] == "stage_conflict"
+
+    group.permissions.clear()  # neither the user nor the token is saved
+
+    assert soon(lambda: call(rollback, token, {})[0] == 403)
+
+
+def test_a_user_taken_out_of_a_group_loses_its_permissions_at_once_in_another_process(
+    live_web,
+) -> None:
+    make_version()
+    group = Group.objects.create(name="promoters-2")
+    group.permissions.set(Permission.objects.filter(codename="change_modelversion"))
+    user = make_user("cache-user-5", staff=True)
+    user.groups.add(group)
+    token = Token.objects.create(user=user).key
+    rollback = f"{live_web}/api/v1/models/iris/rollback/"
+    assert call(rollback, token, {})[1]["code"] == "stage_conflict"
+
+    group.user_set.remove(user)  # from the group's side: no signal for the user's row
+
+    assert soon(lambda: call(rollback, token, {})[0] == 403)
