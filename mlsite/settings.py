@@ -1,6 +1,7 @@
 """Django settings, read from the environment; the README lists every variable."""
 
 import os
+import re
 from pathlib import Path
 
 import environ
@@ -213,6 +214,14 @@ REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 2.0)
 # reconciler sends it), so a Redis outage costs one timeout, not one per request.
 BROKER_RETRY_AFTER = env_float("BROKER_RETRY_AFTER", 5.0)
 MAX_JSON_DEPTH = env_int("MAX_JSON_DEPTH", 32)  # deeper request bodies are refused (400)
+
+# Requests for an API token (a password check each) per client address: what slows guessing.
+TOKEN_THROTTLE_RATE = env_str("TOKEN_THROTTLE_RATE", "30/minute")
+if not re.fullmatch(r"[0-9]+/(s|sec|second|m|min|minute|h|hour|d|day)", TOKEN_THROTTLE_RATE):
+    raise ImproperlyConfigured(
+        f"TOKEN_THROTTLE_RATE must be a count per second, minute, hour or day (30/minute), "
+        f"got {TOKEN_THROTTLE_RATE!r}"
+    )
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 
 import pytest
 import redis
+from django.core.cache import cache
 from django.test import override_settings
 from django.utils import timezone
 from rest_framework.exceptions import ParseError
@@ -331,3 +332,18 @@ def test_list_filters_do_not_hide_a_job_at_its_own_address(query: str) -> None:
     client.force_authenticate(user)
     assert client.get(f"/api/v1/jobs/{job.pk}/{query}").status_code == 200
     assert client.get(f"/api/v1/jobs/{query}").json()["count"] == 0
+
+
+@pytest.mark.django_db
+@override_settings(TOKEN_THROTTLE_RATE="3/minute")
+def test_guessing_passwords_at_the_token_endpoint_is_throttled() -> None:
+    cache.clear()  # the throttle's history lives in the cache
+    make_user("victim")
+    client = APIClient()
+    for guess in ("a", "b", "c"):
+        answer = client.post("/api/v1/auth/token/", {"username": "victim", "password": guess})
+        assert answer.status_code == 400
+    right = client.post("/api/v1/auth/token/", {"username": "victim", "password": "pw-victim"})
+    assert (right.status_code, right.json()["code"]) == (429, "throttled")
+    assert int(right["Retry-After"]) > 0
+    cache.clear()
