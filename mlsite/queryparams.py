@@ -41,7 +41,8 @@ class FormatNegotiation(DefaultContentNegotiation):
         renderers = list(renderers)
         kept = [renderer for renderer in renderers if renderer.format == format]
         if not kept:
-            offered = ", ".join(r.format for r in renderers if r.format != "api")
+            # dict.fromkeys: the schema view has two renderers of each format
+            offered = ", ".join(dict.fromkeys(r.format for r in renderers if r.format != "api"))
             field = api_settings.URL_FORMAT_OVERRIDE or "format"
             raise BadInput(f"format must be one of {offered}", field=field)
         return kept

@@ -1,7 +1,12 @@
-"""OpenAPI additions: the one error shape, attached to every operation of the schema, and the
-request bodies that refuse fields they do not know."""
+"""OpenAPI additions: the one error shape, attached to every operation of the schema, the
+request bodies that refuse fields they do not know, and the view that serves the schema."""
 
 from typing import Any
+
+from drf_spectacular.views import SpectacularAPIView
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
 
 ERROR_COMPONENT = "Error"
 
@@ -140,3 +145,23 @@ def _error_content(example: dict[str, Any] | None = None) -> dict[str, Any]:
     if example is not None:
         body["example"] = example
     return {"application/json": body}
+
+
+class SchemaView(SpectacularAPIView):
+    """drf-spectacular's schema view, without its ?version= and with errors in JSON.
+
+    The API has one version; spectacular wrote the query's value into the Content-Disposition
+    header, where a line break or a NUL byte was a 500 for anyone. Its renderers are YAML and
+    OpenAPI JSON, so a bad ?format= was answered in YAML.
+    """
+
+    def _get_version_parameter(self, request: Request) -> None:
+        return None
+
+    def finalize_response(
+        self, request: Request, response: Response, *args: Any, **kwargs: Any
+    ) -> Response:
+        if response.status_code >= 400:
+            request.accepted_renderer = JSONRenderer()
+            request.accepted_media_type = JSONRenderer.media_type
+        return super().finalize_response(request, response, *args, **kwargs)

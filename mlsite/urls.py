@@ -2,13 +2,14 @@
 
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import APIRootView
 
 from .admin_views import dashboard_view, job_progress_view
 from .api import ObtainToken
 from .health import healthz
 from .metrics import metrics_view
+from .schema import SchemaView
 
 # Under /api/ an error outside DRF answers JSON too (an unknown address: api.json_not_found).
 handler400 = "mlsite.api.bad_request"
@@ -40,7 +41,7 @@ urlpatterns = [
     # Jobs first: a request tries every route of an include that comes before its own.
     path("api/v1/", include("predictions.api.urls")),
     path("api/v1/", include("modelregistry.api.urls")),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/schema/", SchemaView.as_view(), name="schema"),
     path(
         "api/schema/swagger-ui/",
         SpectacularSwaggerView.as_view(url_name="schema"),

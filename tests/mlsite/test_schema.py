@@ -177,3 +177,25 @@ def test_the_browsable_api_renders_html_for_a_signed_in_user() -> None:
     page = client.get("/api/v1/jobs/", HTTP_ACCEPT="text/html")
     assert page.status_code == 200
     assert b"Django REST framework" in page.content
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("version", ["a\nb", "a\rb", "x\x00"], ids=["lf", "cr", "nul"])
+def test_a_version_query_with_a_control_character_is_not_a_500(version: str) -> None:
+    # spectacular put ?version= into the Content-Disposition header: a line break raised
+    # BadHeaderError, and gunicorn refused a NUL byte (an empty 500 for anyone).
+    answer = Client().get("/api/schema/", {"version": version})
+    assert answer.status_code == 200
+    assert all(ord(char) >= 32 for char in answer["Content-Disposition"])
+
+
+@pytest.mark.django_db
+def test_an_unknown_schema_format_is_a_400_in_json() -> None:
+    answer = Client().get("/api/schema/?format=xml")
+    assert answer.status_code == 400
+    assert answer["Content-Type"] == "application/json"
+    assert answer.json() == {
+        "detail": "format must be one of yaml, json",
+        "code": "bad_input",
+        "field": "format",
+    }
