@@ -1,5 +1,6 @@
 """/healthz: is each part of the stack answering? 200 when all are, 503 naming the rest."""
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +15,9 @@ from .celery import app as celery_app
 from .scheduler import HEARTBEAT_KEY
 
 BEAT_STALE_AFTER = 30  # seconds; beat ticks at least every 5 s
+# While one request of this process runs the checks, others answer with the last result if
+# it is at most this old (seconds).
+REUSE_WHILE_CHECKING = 5.0
 
 
 def check_database() -> dict[str, Any]:
@@ -68,8 +72,37 @@ def _once_more_if_dropped(check: Callable[[], dict[str, Any]]) -> dict[str, Any]
         return check()
 
 
+_checking = threading.Lock()
+_last: tuple[float, dict[str, dict[str, Any]]] | None = None  # (when it finished, results)
+
+
+def checks_once_at_a_time() -> dict[str, dict[str, Any]]:
+    """run_checks(), but one run per process at a time: a request that arrives while another
+    runs them answers with the last result (at most REUSE_WHILE_CHECKING seconds old), or
+    waits for the running one. /healthz is open to anyone, and each run holds its thread for
+    the worker ping's whole timeout and makes every worker answer: a crowd of requests, one
+    run each, tied up every web thread."""
+    global _last
+    asked = time.monotonic()
+    if not _checking.acquire(blocking=False):
+        last = _last
+        if last is not None and asked - last[0] < REUSE_WHILE_CHECKING:
+            return last[1]
+        with _checking:
+            last = _last
+        if last is not None and last[0] >= asked:  # it finished while this request waited
+            return last[1]
+        _checking.acquire()
+    try:
+        checks = run_checks()
+        _last = (time.monotonic(), checks)
+        return checks
+    finally:
+        _checking.release()
+
+
 def healthz(request: HttpRequest) -> JsonResponse:
-    checks = run_checks()
+    checks = checks_once_at_a_time()
     failing = [name for name, result in checks.items() if not result["ok"]]
     body = {"status": "fail" if failing else "ok", "failing": failing, "checks": checks}
     return JsonResponse(body, status=503 if failing else 200)

@@ -1,0 +1,42 @@
+"""/healthz in one process: what a crowd of requests costs."""
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from django.test import RequestFactory
+
+from mlsite import health
+
+
+def test_a_crowd_of_health_requests_runs_the_checks_once(monkeypatch) -> None:
+    # The worker ping holds its thread for its whole timeout and makes every worker answer:
+    # one run per request let anyone, signed in or not, tie up every web thread.
+    runs = []
+    lock = threading.Lock()
+
+    def slow_check() -> dict:
+        with lock:
+            runs.append(time.monotonic())
+        time.sleep(0.5)
+        return {"ok": True}
+
+    monkeypatch.setattr(health, "CHECKS", {"workers": slow_check})
+    started = time.monotonic()
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(
+            pool.map(lambda _: health.healthz(RequestFactory().get("/healthz")), range(32))
+        )
+    assert [answer.status_code for answer in answers] == [200] * 32
+    assert len(runs) <= 2
+    assert time.monotonic() - started < 1.5
+
+
+@pytest.mark.parametrize("first_ok", [True, False])
+def test_a_request_after_the_last_run_sees_a_fresh_answer(monkeypatch, first_ok: bool) -> None:
+    states = iter([first_ok, not first_ok])
+    monkeypatch.setattr(health, "CHECKS", {"broker": lambda: {"ok": next(states)}})
+    first = health.healthz(RequestFactory().get("/healthz"))
+    second = health.healthz(RequestFactory().get("/healthz"))
+    assert (first.status_code == 200, second.status_code == 200) == (first_ok, not first_ok)
