@@ -3,6 +3,7 @@
 from typing import cast
 
 import django_filters
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.shortcuts import get_object_or_404
@@ -23,7 +24,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.viewsets import GenericViewSet, ReadOnlyModelViewSet
 
-from mlsite.api import staff_with
+from mlsite.api import refuse_body_over, staff_with
 from mlsite.parsers import StrictJSONParser
 
 from .. import versions
@@ -155,6 +156,7 @@ class ModelVersionViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
         responses={201: ModelVersionDetailSerializer},
     )
     def create(self, request: Request, model_name: str) -> Response:
+        refuse_body_over(request, settings.MAX_ARTIFACT_BYTES + 64 * 1024)  # and the form's rest
         incoming = UploadSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
         is_new = not RegisteredModel.objects.filter(name=model_name).exists()

@@ -27,7 +27,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.viewsets import GenericViewSet
 
-from mlsite.errors import BadInput, BodyTooLarge
+from mlsite.api import refuse_body_over
+from mlsite.errors import BadInput
 from mlsite.parsers import StrictJSONParser
 
 from .. import running, submission, waiting
@@ -362,15 +363,11 @@ def _named(incoming: Any) -> dict[str, Any]:
 
 def _check_body_size(request: Request, is_file: bool) -> None:
     """Refuse a body that is too large before reading it (413)."""
-    try:
-        length = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        length = 0
-    limit = (
-        settings.MAX_UPLOAD_BYTES + 64 * 1024 if is_file else settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    form_room = 64 * 1024  # the form's other fields and its boundaries
+    refuse_body_over(
+        request,
+        settings.MAX_UPLOAD_BYTES + form_room if is_file else settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
     )
-    if length > limit:
-        raise BodyTooLarge(f"request body is {length} bytes, more than {limit}")
 
 
 def _wait_seconds(request: Request) -> float:

@@ -1,5 +1,6 @@
 """The registry API: everyone signed in reads; only staff with the permission upload or promote."""
 
+import http.client
 import io
 import json
 import math
@@ -385,3 +386,29 @@ def test_list_filters_leave_a_single_model_or_version_alone() -> None:
     client = client_for(stranger())
     assert client.get("/api/v1/models/iris/?task_kind=regression").status_code == 200
     assert client.get("/api/v1/models/iris/versions/1/?stage=staging").status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_artifact_upload_over_the_limit_is_refused_before_its_body_is_read(
+    live_web: str,
+) -> None:
+    # Only a megabyte of a body announced as larger than MAX_ARTIFACT_BYTES is ever sent: the
+    # answer must come without the rest (it came once the whole body had been read).
+    from rest_framework.authtoken.models import Token
+
+    token = Token.objects.create(user=staff())
+    host, port = live_web.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.putrequest("POST", "/api/v1/models/iris/versions/")
+        announced = settings.MAX_ARTIFACT_BYTES + 1024 * 1024
+        conn.putheader("Content-Type", "multipart/form-data; boundary=xyz")
+        conn.putheader("Content-Length", str(announced))
+        conn.putheader("Authorization", f"Token {token.key}")
+        part = b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="m.joblib"\r\n\r\n'
+        conn.endheaders(part + b"x" * 1024 * 1024)
+        answer = conn.getresponse()
+        assert (answer.status, json.loads(answer.read())["code"]) == (413, "body_too_large")
+    finally:
+        conn.close()
+    assert not RegisteredModel.objects.exists()
