@@ -180,6 +180,8 @@ FILE_UPLOAD_HANDLERS = [
 FILE_UPLOAD_TEMP_DIR = str(ARTIFACT_ROOT / "uploading")
 MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 512 * 1024 * 1024)
 MAX_ARTIFACT_BYTES = env_int("MAX_ARTIFACT_BYTES", 200 * 1024 * 1024)
+# An uploaded artifact is read in a child process that may use this much memory at most.
+MAX_ARTIFACT_MEMORY_BYTES = env_int("MAX_ARTIFACT_MEMORY_BYTES", 4 * 1024**3)
 MAX_INLINE_ROWS = env_int("MAX_INLINE_ROWS", 1000)
 MAX_FILE_ROWS = env_int("MAX_FILE_ROWS", 20_000_000)
 # Every metric is a column and a chart on each admin page of its model's versions.

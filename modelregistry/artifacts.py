@@ -185,7 +185,7 @@ def read_joblib(stream: IO[bytes]) -> Any:
             if isinstance(fileobj, str):  # joblib < 0.10 format, read by an unrestricted path
                 raise UnreadableArtifact("artifacts from joblib older than 0.10 are not read")
             return RestrictedUnpickler("", fileobj, ensure_native_byte_order=True).load()
-    except ArtifactRefused:
+    except (ArtifactRefused, MemoryError):  # MemoryError: past the reader's cap (apart.py)
         raise
     except Exception as exc:  # a corrupt or truncated pickle fails in many ways
         raise UnreadableArtifact(
@@ -216,6 +216,8 @@ def read_skops(stream: IO[bytes]) -> Any:
             raise UnsafeArtifact(_refusal(module, name))
     try:
         return skops.io.load(io.BytesIO(data), trusted=untrusted)
+    except MemoryError:
+        raise
     except Exception as exc:
         raise UnreadableArtifact(f"not a readable skops artifact: {exc}") from None
 

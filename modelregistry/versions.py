@@ -14,7 +14,7 @@ from django.db.models import Max, Q
 from mlsite.errors import BadInput, Conflict, NotFound
 from mlsite.freshcache import FreshCache
 
-from . import artifacts
+from . import apart, artifacts
 from .models import (
     ArtifactFormat,
     ModelVersion,
@@ -188,8 +188,8 @@ def upload(
     artifacts.ArtifactRefused family, ArtifactTooLarge, FeatureMismatch or TaskKindMismatch;
     nothing is stored when any check fails.
     """
-    check_metrics(metrics)  # before unpickling: the cheap refusal first
-    inspection = artifacts.inspect_artifact(artifact, artifact_format)
+    check_metrics(metrics)  # before any unpickling: the cheap refusal first
+    inspection = apart.inspect_artifact(artifact, artifact_format)  # an upload: in a child
     with transaction.atomic():
         model = _model_for(name, inspection, created_by, new_model=new_model)
         return _register_inspected(

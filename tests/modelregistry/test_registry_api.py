@@ -4,8 +4,12 @@ import http.client
 import io
 import json
 import math
+import pickle
+import resource
 from pathlib import Path
 
+import joblib
+import numpy as np
 import pandas as pd
 import pytest
 from django.conf import settings
@@ -208,6 +212,45 @@ def test_a_hostile_upload_by_staff_is_refused_and_its_code_never_runs(
     assert not marker.exists()
     assert ModelVersion.objects.count() == 0
     assert stored_artifacts("flowers") == []
+
+
+class _Inflating:
+    """Unpickles as list(range(N)), with only allow-listed builtins: N pointers and ints."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def __reduce__(self) -> tuple:
+        return (list, (range(self.count),))
+
+
+@pytest.mark.parametrize(
+    "artifact",
+    [
+        pickle.dumps(_Inflating(60_000_000)),  # about 2.4 GB as a list, from 60 bytes
+        # A megabyte of joblib-compressed zeros that is 3 GB once read.
+        "compressed",
+    ],
+    ids=["list of a range", "compressed array"],
+)
+def test_an_upload_that_inflates_past_the_memory_cap_is_refused_in_its_own_process(
+    as_staff, settings, artifact
+) -> None:
+    # Read in the web process, these took its memory (and, larger, brought it down).
+    if artifact == "compressed":
+        buffer = io.BytesIO()
+        joblib.dump(np.zeros(400_000_000), buffer, compress=9)
+        artifact = buffer.getvalue()
+    settings.MAX_ARTIFACT_MEMORY_BYTES = 2 * 1024**3
+    grown_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    response = upload(as_staff, "flowers", artifact)
+
+    assert (response.status_code, response.json()["code"]) == (413, "artifact_too_large")
+    assert "more than 2147483648 bytes of memory" in response.json()["detail"]
+    grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - grown_before
+    assert grown_kb < 200_000  # this process's peak: not the artifact's gigabytes
+    assert ModelVersion.objects.count() == 0
 
 
 @pytest.mark.django_db
