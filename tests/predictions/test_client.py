@@ -2,6 +2,7 @@
 
 import csv
 import io
+import socket
 from pathlib import Path
 
 import pytest
@@ -233,3 +234,35 @@ def test_the_predict_command_counts_lines_with_the_wrong_number_of_cells_as_rows
         ("2", "unreadable line: expected 4 columns, got 3"),
         ("3", "unreadable line: expected 4 columns, got 5"),
     ]
+
+
+def a_closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_the_predict_command_ends_its_failure_message_with_a_newline(
+    tmp_path: Path, capsys
+) -> None:
+    rows_csv = write_csv(tmp_path / "rows.csv", iris_rows(2), with_id=False)
+    command = PredictCommand()
+
+    with pytest.raises(SystemExit) as exited:
+        command.run_from_argv(
+            [
+                "manage.py",
+                "predict",
+                "--model=iris",
+                f"--file={rows_csv}",
+                f"--out={tmp_path / 'result.csv'}",
+                f"--url=http://127.0.0.1:{a_closed_port()}",
+                "--token=t",
+                "--skip-checks",
+            ]
+        )
+
+    assert exited.value.code == 2
+    # The progress bar's lines end themselves; Django's own CommandError line must still
+    # end, or the shell's prompt is written after it on the same line.
+    assert capsys.readouterr().err.endswith("CommandError: predict failed (exit status 2)\n")

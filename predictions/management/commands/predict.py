@@ -21,6 +21,10 @@ class Command(BaseCommand):
         self.stdout.ending = self.stderr.ending = ""  # the progress bar writes its own ends
         # OutputWrapper passes everything but write through to the stream it wraps.
         out, err = cast(IO[str], self.stdout), cast(IO[str], self.stderr)
-        status = client.run(Namespace(**options), out, err)
+        try:
+            status = client.run(Namespace(**options), out, err)
+        finally:
+            # Django writes a CommandError's line through these same wrappers once we raise.
+            self.stdout.ending = self.stderr.ending = "\n"
         if status:
             raise CommandError(f"predict failed (exit status {status})", returncode=status)
