@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
-from urllib.error import HTTPError
+from urllib.error import HTTPError, URLError
 from urllib.parse import urlencode
 from urllib.request import Request, urlopen
 
@@ -351,6 +351,12 @@ def run(options: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         )
         if job.rows_failed:
             client.download_errors(job.id, errors)
+    except URLError as error:  # before OSError, which it is: its text names no server
+        err.write(
+            f"predict: cannot reach {options.url} ({error.reason}); is the server running "
+            "there? Name it with --url or MLSITE_URL\n"
+        )
+        return 2
     except (ApiError, OSError, TimeoutError) as error:
         err.write(f"predict: {error}\n")
         return 2

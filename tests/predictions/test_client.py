@@ -242,6 +242,26 @@ def a_closed_port() -> int:
         return probe.getsockname()[1]
 
 
+def test_the_client_names_the_server_it_cannot_reach(tmp_path: Path, capsys) -> None:
+    url = f"http://127.0.0.1:{a_closed_port()}"
+    rows_csv = write_csv(tmp_path / "rows.csv", iris_rows(2), with_id=False)
+
+    status = main(
+        [
+            "--model=iris",
+            f"--file={rows_csv}",
+            f"--out={tmp_path / 'result.csv'}",
+            f"--url={url}",
+            "--token=t",
+        ]
+    )
+
+    assert status == 2
+    error = capsys.readouterr().err
+    assert f"predict: cannot reach {url}" in error  # was only "<urlopen error [Errno 111] …>"
+    assert "--url" in error and "MLSITE_URL" in error
+
+
 def test_the_predict_command_ends_its_failure_message_with_a_newline(
     tmp_path: Path, capsys
 ) -> None:
