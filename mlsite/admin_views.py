@@ -7,6 +7,7 @@ from django.contrib import admin
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
 
+from predictions.admin import STATUS_COLOURS
 from predictions.models import FINISHED, Kind, PredictionJob, Status
 
 from . import charts, dashboard
@@ -38,7 +39,8 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
 
 
 def job_progress_view(request: HttpRequest) -> JsonResponse:
-    """?ids=a,b,c → each job's status and progress, for the bars on admin pages."""
+    """?ids=a,b,c → each job's status and progress, for the bars (and the status beside
+    them on the job list) on admin pages."""
     ids = [value for value in request.GET.get("ids", "").split(",") if value][:MAX_POLLED_JOBS]
     jobs = PredictionJob.objects.filter(pk__in=_valid_uuids(ids)).only(
         "status", "rows_done", "rows_total"
@@ -52,6 +54,8 @@ def job_progress_view(request: HttpRequest) -> JsonResponse:
                     "rows_total": job.rows_total,
                     "percent": round(job.progress * 100),
                     "finished": job.status in FINISHED,
+                    "label": job.get_status_display(),
+                    "colour": STATUS_COLOURS.get(job.status, "#777"),
                 }
                 for job in jobs
             }

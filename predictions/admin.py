@@ -214,7 +214,13 @@ class PredictionJobAdmin(admin.ModelAdmin):
     @admin.display(description="status", ordering="status")
     def coloured_status(self, job: PredictionJob) -> SafeString:
         colour = STATUS_COLOURS.get(job.status, "#777")
-        return format_html('<b style="color:{}">{}</b>', colour, job.get_status_display())
+        # data-job-status lets the page's script follow the job as its bar does (progress.js).
+        return format_html(
+            '<b style="color:{}" data-job-status="{}">{}</b>',
+            colour,
+            job.pk,
+            job.get_status_display(),
+        )
 
     @admin.display(description="model version", ordering="version__registered_model__name")
     def model_at_version(self, job: PredictionJob) -> str:

@@ -111,8 +111,13 @@ def test_a_running_jobs_progress_bar_moves_without_a_reload(page: Page, live_web
 
     PredictionJob.objects.filter(pk=job.pk).update(rows_done=400)
     expect(percent).to_have_text("40%", timeout=10_000)
-    PredictionJob.objects.filter(pk=job.pk).update(rows_done=1000)
+    status = page.locator(f'[data-job-status="{job.pk}"]')
+    expect(status).to_have_text("Running")
+    PredictionJob.objects.filter(pk=job.pk).update(rows_done=1000, status=Status.SUCCEEDED)
     expect(percent).to_have_text("100%", timeout=10_000)
+    # The status beside the bar follows it: a full bar beside "Running" (or "Queued") read
+    # as a job stuck at its end until the page was reloaded.
+    expect(status).to_have_text("Succeeded", timeout=10_000)
     assert navigations == []  # the list page updated in place
 
 

@@ -113,6 +113,8 @@ def test_progress_json_reports_each_asked_job(as_staff: Client) -> None:
             "rows_total": 400,
             "percent": 25,
             "finished": False,
+            "label": "Running",  # for the status beside the bar on the job list
+            "colour": "#2a6ebb",
         }
     }
 

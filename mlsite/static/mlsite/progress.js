@@ -1,5 +1,6 @@
 // Refreshes the job progress bars of an admin page without a reload: every bar carries
-// data-job (the job id) and data-status; unfinished ones are polled once a second. On a
+// data-job (the job id) and data-status; unfinished ones are polled once a second, and an
+// element with data-job-status (the job list's status column) follows its job too. On a
 // job's own page, the page reloads once its job finishes, to show the result links.
 (function () {
   "use strict";
@@ -21,6 +22,12 @@
     bar.title = job.rows_done + " of " + job.rows_total + " rows";
     var label = document.querySelector('[data-job-percent="' + bar.dataset.job + '"]');
     if (label) { label.textContent = job.percent + "%"; }
+    // The job list's status column: left as rendered, a full bar sat beside "Queued".
+    var status = document.querySelector('[data-job-status="' + bar.dataset.job + '"]');
+    if (status) {
+      status.textContent = job.label;
+      status.style.color = job.colour;
+    }
   }
 
   function poll() {
