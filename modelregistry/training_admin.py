@@ -193,9 +193,12 @@ class TrainingSpecAdmin(admin.ModelAdmin):
         times = scheduling.next_run_times(spec) if spec.pk else []
         if not times:
             return "none planned"
-        return format_html_join(
-            "", "<div>{}</div>", ((at.strftime("%a %Y-%m-%d %H:%M %Z"),) for at in times)
+        # Seconds only where they say something: an interval under a minute, or one counted
+        # from a last run; at minute precision a 30 s interval showed each minute twice.
+        shape = (
+            "%a %Y-%m-%d %H:%M:%S %Z" if any(at.second for at in times) else "%a %Y-%m-%d %H:%M %Z"
         )
+        return format_html_join("", "<div>{}</div>", ((at.strftime(shape),) for at in times))
 
     @admin.display(description="last run")
     def last_run(self, spec: TrainingSpec) -> SafeString | str:

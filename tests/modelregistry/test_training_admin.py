@@ -1,6 +1,7 @@
 """The training admin: spec buttons, schedule, chart, validated forms, and the runs list."""
 
 import json
+import re
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -8,6 +9,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django_celery_beat.models import PeriodicTask
 
+from modelregistry import scheduling
 from modelregistry.models import Dataset, RunStatus, RunTrigger, TrainingRun, TrainingSpec
 from tests.base import make_user, with_permissions
 from tests.builders import make_model, make_training_spec
@@ -51,6 +53,27 @@ def test_the_spec_page_offers_retrain_and_schedule_and_charts_the_metric(admin_c
     assert "<svg" in page and "<polyline" in page
     assert page.count("<circle") == 2
     assert "not scheduled" in page
+
+
+def test_next_planned_runs_of_a_short_interval_are_told_apart(admin_client) -> None:
+    spec = make_training_spec()
+    scheduling.ensure_schedule(spec, every_seconds=30)
+
+    page = admin_client.get(spec_url(spec)).content.decode()
+
+    planned = re.findall(r"<div>((?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) [^<]*)</div>", page)
+    # At minute precision a 30 s interval listed each minute twice: 00:58, 00:58, 00:59 …
+    assert len(planned) == 5
+    assert len(set(planned)) == 5, planned
+
+
+def test_a_nightly_schedule_plans_whole_minutes(admin_client) -> None:
+    spec = make_training_spec(timezone="UTC")
+    scheduling.ensure_schedule(spec)
+
+    page = admin_client.get(spec_url(spec)).content.decode()
+
+    assert re.search(r"<div>\w{3} \d{4}-\d\d-\d\d 02:00 UTC</div>", page)
 
 
 def test_retrain_now_queues_a_run_from_the_admin(admin_client) -> None:
