@@ -113,7 +113,13 @@ def check_columns(features: list[str], columns: list[str], id_column: str) -> No
         raise BadFile(f"file has no id column {id_column!r}", field="id_column")
     extra = [name for name in columns if name not in features and name != id_column]
     if extra:
-        raise BadFile(f"file has unknown column(s) {', '.join(extra)}", field="file")
+        unknown = f"file has unknown column(s) {', '.join(extra)}"
+        if not id_column:  # most often an id column, sent without its name
+            unknown += (
+                ": the model takes only its features; name a column to carry through to "
+                "the result with id_column (--id-column in the client)"
+            )
+        raise BadFile(unknown, field="file")
     if len(set(columns)) != len(columns):
         raise BadFile("file has duplicate column names", field="file")
 

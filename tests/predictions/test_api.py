@@ -176,6 +176,21 @@ def test_a_file_whose_columns_do_not_fit_is_refused(owner_client, name, content,
     assert PredictionJob.objects.count() == 0
 
 
+def test_an_id_column_sent_without_its_name_is_refused_with_the_way_to_keep_it(owner_client):
+    upload = io.BytesIO(f"row_id,{','.join(IRIS_FEATURES)}\nr1,1,2,3,4\n".encode())
+    upload.name = "rows.csv"
+
+    answer = owner_client.post("/api/v1/jobs/", {"model": "iris", "file": upload})
+
+    assert answer.status_code == 400
+    # The README's rows.csv has a row_id column: without id_column, 'unknown column(s)
+    # row_id' alone left a new user to guess that the column could be carried through.
+    assert answer.json()["detail"] == (
+        "file has unknown column(s) row_id: the model takes only its features; name a column "
+        "to carry through to the result with id_column (--id-column in the client)"
+    )
+
+
 def test_a_database_that_does_not_answer_is_a_503_in_json(owner_client, monkeypatch) -> None:
     def locked(*args: object, **kwargs: object) -> None:
         raise OperationalError("database is locked")  # SQLite past its busy timeout
