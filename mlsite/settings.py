@@ -225,7 +225,14 @@ if not re.fullmatch(r"[0-9]+/(s|sec|second|m|min|minute|h|hour|d|day)", TOKEN_TH
         f"got {TOKEN_THROTTLE_RATE!r}"
     )
 
+# Proxies in front of web that set X-Forwarded-For and X-Forwarded-Proto (a TLS proxy: 1).
+# Their headers are trusted only then: the address a throttle counts is the client's, not
+# the proxy's, and a request the proxy took over TLS is secure. Straight from clients (0),
+# those headers are anyone's to send.
+PROXY_COUNT = env_int("PROXY_COUNT", 0)
+
 REST_FRAMEWORK = {
+    "NUM_PROXIES": PROXY_COUNT,  # DRF's default, None, trusts X-Forwarded-For from anyone
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "mlsite.authentication.CachedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
@@ -413,4 +420,5 @@ if not DEBUG:
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
     SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    if PROXY_COUNT:
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -347,3 +347,32 @@ def test_guessing_passwords_at_the_token_endpoint_is_throttled() -> None:
     assert (right.status_code, right.json()["code"]) == (429, "throttled")
     assert int(right["Retry-After"]) > 0
     cache.clear()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("proxies", [0, 1])
+def test_behind_a_proxy_each_client_has_its_own_token_allowance(settings, proxies: int) -> None:
+    # Every request comes from the proxy's address. Counted by it, one client's guesses
+    # used up everyone's allowance; X-Forwarded-For is trusted only with PROXY_COUNT set
+    # (with DRF's default, anyone could send a new one with each guess and never be counted).
+    settings.TOKEN_THROTTLE_RATE = "2/minute"
+    if proxies:  # what PROXY_COUNT=1 sets; 0 is the default
+        settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": proxies}
+    cache.clear()
+    make_user("victim")
+    client = APIClient(REMOTE_ADDR="10.0.0.1")
+
+    def ask(client_address: str) -> int:
+        body = {"username": "victim", "password": "wrong"}
+        headers = {"HTTP_X_FORWARDED_FOR": client_address}
+        return client.post("/api/v1/auth/token/", body, **headers).status_code
+
+    guesser = [ask("203.0.113.7") for _ in range(2)]
+    other = ask("198.51.100.2")
+    guesser_disguised = ask("192.0.2.99")  # with no proxy, the guesser under another name
+    cache.clear()
+    assert guesser == [400, 400]
+    if proxies:
+        assert (other, guesser_disguised) == (400, 400)  # each address its own allowance
+    else:
+        assert (other, guesser_disguised) == (429, 429)  # the header is not believed
