@@ -2,13 +2,15 @@
 for the API (400, 404, 411, 413, 500), and common permissions."""
 
 import logging
+import math
 from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import OperationalError
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.views import defaults
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.exceptions import PermissionDenied, ValidationError
@@ -200,17 +202,42 @@ def refuse_body_over(request: Request, limit: int) -> None:
         raise BodyTooLarge(f"request body is {length} bytes, more than {limit}")
 
 
-class TokenRateThrottle(SimpleRateThrottle):
-    """Requests for a token per client address, at TOKEN_THROTTLE_RATE: the API's own throttle
-    (1000 a second) let anyone try passwords as fast as the server could check them."""
+class PasswordRateThrottle(SimpleRateThrottle):
+    """Password checks per client address, at LOGIN_THROTTLE_RATE: an API token, the admin's
+    and the browsable API's sign-in count together. The API's own throttle (1000 a second)
+    let anyone try passwords as fast as the server could check them, and the sign-in pages
+    had none."""
 
-    scope = "token"
+    scope = "password"
 
     def get_rate(self) -> str:
-        return str(settings.TOKEN_THROTTLE_RATE)  # read per request: tests override it
+        return str(settings.LOGIN_THROTTLE_RATE)  # read per request: tests override it
 
     def get_cache_key(self, request: Request, view: APIView) -> str:
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+def throttle_password_posts(
+    view: Callable[..., HttpResponseBase],
+) -> Callable[..., HttpResponseBase]:
+    """A Django sign-in view whose POSTs count against PasswordRateThrottle (429 past it)."""
+
+    @wraps(view)
+    def throttled(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        throttle = PasswordRateThrottle()
+        # Wrapped for DRF's throttle, which reads only the address; the body stays unread.
+        if request.method == "POST" and not throttle.allow_request(Request(request), APIView()):
+            seconds = math.ceil(throttle.wait() or 1)
+            answer = HttpResponse(
+                f"Too many sign-in attempts from this address; try again in {seconds} s.\n",
+                status=429,
+                content_type="text/plain; charset=utf-8",
+            )
+            answer["Retry-After"] = str(seconds)
+            return answer
+        return view(request, *args, **kwargs)
+
+    return throttled
 
 
 class ObtainToken(ObtainAuthToken):
@@ -218,4 +245,4 @@ class ObtainToken(ObtainAuthToken):
     DRF's plain JSON parser, which turned a deeply nested body into a 500 for anyone."""
 
     parser_classes = (StrictJSONParser, FormParser, MultiPartParser)
-    throttle_classes = (TokenRateThrottle, UserRateThrottle)
+    throttle_classes = (PasswordRateThrottle, UserRateThrottle)

@@ -217,12 +217,13 @@ REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 2.0)
 BROKER_RETRY_AFTER = env_float("BROKER_RETRY_AFTER", 5.0)
 MAX_JSON_DEPTH = env_int("MAX_JSON_DEPTH", 32)  # deeper request bodies are refused (400)
 
-# Requests for an API token (a password check each) per client address: what slows guessing.
-TOKEN_THROTTLE_RATE = env_str("TOKEN_THROTTLE_RATE", "30/minute")
-if not re.fullmatch(r"[0-9]+/(s|sec|second|m|min|minute|h|hour|d|day)", TOKEN_THROTTLE_RATE):
+# Password checks per client address (an API token, the admin's and the browsable API's
+# sign-in, together): what slows guessing.
+LOGIN_THROTTLE_RATE = env_str("LOGIN_THROTTLE_RATE", "30/minute")
+if not re.fullmatch(r"[0-9]+/(s|sec|second|m|min|minute|h|hour|d|day)", LOGIN_THROTTLE_RATE):
     raise ImproperlyConfigured(
-        f"TOKEN_THROTTLE_RATE must be a count per second, minute, hour or day (30/minute), "
-        f"got {TOKEN_THROTTLE_RATE!r}"
+        f"LOGIN_THROTTLE_RATE must be a count per second, minute, hour or day (30/minute), "
+        f"got {LOGIN_THROTTLE_RATE!r}"
     )
 
 # Proxies in front of web that set X-Forwarded-For and X-Forwarded-Proto (a TLS proxy: 1).

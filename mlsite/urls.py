@@ -1,12 +1,13 @@
 """URL routes: admin, API v1 and health."""
 
 from django.contrib import admin
+from django.contrib.auth.views import LoginView
 from django.urls import include, path
 from drf_spectacular.views import SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import APIRootView
 
 from .admin_views import dashboard_view, job_progress_view
-from .api import ObtainToken
+from .api import ObtainToken, throttle_password_posts
 from .health import healthz
 from .metrics import metrics_view
 from .schema import SchemaView
@@ -32,6 +33,12 @@ urlpatterns = [
         "admin/dashboard/progress.json",
         admin.site.admin_view(job_progress_view),
         name="admin-job-progress",
+    ),
+    # Sign-in pages, each counted against the password throttle before Django's own view.
+    path("admin/login/", throttle_password_posts(admin.site.login)),
+    path(
+        "api-auth/login/",
+        throttle_password_posts(LoginView.as_view(template_name="rest_framework/login.html")),
     ),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),

@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 import pytest
 import redis
 from django.core.cache import cache
-from django.test import override_settings
+from django.test import Client, override_settings
 from django.utils import timezone
 from rest_framework.exceptions import ParseError
 from rest_framework.test import APIClient
@@ -335,7 +335,7 @@ def test_list_filters_do_not_hide_a_job_at_its_own_address(query: str) -> None:
 
 
 @pytest.mark.django_db
-@override_settings(TOKEN_THROTTLE_RATE="3/minute")
+@override_settings(LOGIN_THROTTLE_RATE="3/minute")
 def test_guessing_passwords_at_the_token_endpoint_is_throttled() -> None:
     cache.clear()  # the throttle's history lives in the cache
     make_user("victim")
@@ -355,7 +355,7 @@ def test_behind_a_proxy_each_client_has_its_own_token_allowance(settings, proxie
     # Every request comes from the proxy's address. Counted by it, one client's guesses
     # used up everyone's allowance; X-Forwarded-For is trusted only with PROXY_COUNT set
     # (with DRF's default, anyone could send a new one with each guess and never be counted).
-    settings.TOKEN_THROTTLE_RATE = "2/minute"
+    settings.LOGIN_THROTTLE_RATE = "2/minute"
     if proxies:  # what PROXY_COUNT=1 sets; 0 is the default
         settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": proxies}
     cache.clear()
@@ -376,3 +376,25 @@ def test_behind_a_proxy_each_client_has_its_own_token_allowance(settings, proxie
         assert (other, guesser_disguised) == (400, 400)  # each address its own allowance
     else:
         assert (other, guesser_disguised) == (429, 429)  # the header is not believed
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("page", ["/admin/login/", "/api-auth/login/"])
+def test_guessing_passwords_at_a_sign_in_page_is_throttled_with_the_token_endpoint(
+    settings, page: str
+) -> None:
+    settings.LOGIN_THROTTLE_RATE = "3/minute"
+    cache.clear()
+    make_user("victim", staff=True)
+    client = Client()
+    # Guesses at the token endpoint and at the page share one allowance per address.
+    assert APIClient().post("/api/v1/auth/token/", {"username": "victim"}).status_code == 400
+    for guess in ("a", "b"):
+        answer = client.post(page, {"username": "victim", "password": guess})
+        assert answer.status_code == 200  # the form again, saying the password was wrong
+    right = client.post(page, {"username": "victim", "password": "pw-victim"})
+    cache.clear()
+    assert right.status_code == 429
+    assert "Too many sign-in attempts from this address" in right.content.decode()
+    assert int(right["Retry-After"]) > 0
+    assert client.get(page).status_code == 200  # the page itself is still shown

@@ -21,7 +21,7 @@ def django_check(**env: str) -> subprocess.CompletedProcess:
         ("MAX_INLINE_ROWS", "many"),
         ("DEBUG", "perhaps"),
         ("TASK_TIME_LIMIT", "ten"),
-        ("TOKEN_THROTTLE_RATE", "lots"),
+        ("LOGIN_THROTTLE_RATE", "lots"),
     ],
 )
 def test_a_malformed_variable_stops_start_up_naming_it(variable: str, value: str) -> None:
