@@ -74,3 +74,12 @@ def test_an_admin_made_elsewhere_gets_no_made_up_password(var_dir: Path) -> None
 def test_the_password_file_is_readable_by_its_owner_only(var_dir: Path) -> None:
     ensure_admin()
     assert (var_dir / "admin-password.txt").stat().st_mode & 0o777 == 0o600
+
+
+def test_generated_passwords_are_letters_and_digits_only() -> None:
+    # One in 64 began with "-" (read as an option by changepassword, curl -u, …).
+    from mlsite.management.commands.ensure_admin import new_password
+
+    passwords = [new_password() for _ in range(2000)]
+    assert all(password.isalnum() and len(password) == 16 for password in passwords)
+    assert len(set(passwords)) == len(passwords)

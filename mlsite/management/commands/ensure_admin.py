@@ -2,6 +2,7 @@
 
 import os
 import secrets
+import string
 from pathlib import Path
 
 from django.conf import settings
@@ -24,7 +25,7 @@ class Command(BaseCommand):
             username=username, defaults={"is_staff": True, "is_superuser": True}
         )
         if created or given:
-            password = given or stored or secrets.token_urlsafe(12)
+            password = given or stored or new_password()
             user.set_password(password)
             user.save()
             store(password_file, password)
@@ -39,6 +40,15 @@ class Command(BaseCommand):
             )
             return
         self.stdout.write(f"admin login: {username} / {password}")
+
+
+def new_password() -> str:
+    """16 letters and digits: nothing a shell or a command line reads as an option (a
+    token_urlsafe password began with "-" one time in 64) or has to quote."""
+    return "".join(secrets.choice(ALPHABET) for _ in range(16))
+
+
+ALPHABET = string.ascii_letters + string.digits
 
 
 def store(path: Path, password: str) -> None:
