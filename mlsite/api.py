@@ -8,7 +8,7 @@ from functools import wraps
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.db import OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.views import defaults
@@ -168,8 +168,22 @@ def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
             return JsonResponse({"detail": detail, "code": BodyTooLarge.code}, status=413)
         return HttpResponse(f"<h1>Request too large (413)</h1><p>{detail}</p>", status=413)
     if request.path_info.startswith(API_PREFIX):
-        return JsonResponse({"detail": "Bad request.", "code": "bad_request"}, status=400)
+        return JsonResponse(
+            {"detail": _refused_because(exception), "code": "bad_request"}, status=400
+        )
     return defaults.bad_request(request, exception)
+
+
+def _refused_because(exception: Exception) -> str:
+    """Django's reason in words, where it is one a client can act on."""
+    if isinstance(exception, TooManyFieldsSent):
+        return (
+            f"The request has more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS:,} form fields; "
+            "send rows as JSON or as a file."
+        )
+    if isinstance(exception, TooManyFilesSent):
+        return f"The request has more than {settings.DATA_UPLOAD_MAX_NUMBER_FILES:,} files."
+    return "Bad request."
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
