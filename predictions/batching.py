@@ -27,6 +27,7 @@ from .models import BatchChunk, ChunkStatus, FileFormat, PredictionJob, Status
 
 logger = logging.getLogger(__name__)
 CHUNK_TASK = "predictions.tasks.score_batch_chunk"
+NO_ROWS_SCORED = "no_rows_scored"
 
 
 def work_dir(job_id: UUID | str) -> Path:
@@ -395,10 +396,13 @@ def _merge(job: PredictionJob, result_name: str) -> Merged:
 
 def _finish(job: PredictionJob, merged: Merged, now: datetime) -> bool:
     """Mark the job succeeded with its TaskResult, in one transaction; False if not running.
+    A job none of whose rows could be scored fails instead, its error file saying why.
 
-    True also when the job already succeeded at `now`: this very write committed, and only
+    True also when the job already ended so at `now`: this very write committed, and only
     its answer was lost.
     """
+    if job.rows_failed == job.rows_total:
+        return _fail_unscored(job, merged, now)
     with transaction.atomic():
         changed = PredictionJob.objects.filter(pk=job.pk, status=Status.RUNNING).update(
             status=Status.SUCCEEDED,
@@ -416,6 +420,29 @@ def _finish(job: PredictionJob, merged: Merged, now: datetime) -> bool:
             task_name="predictions.tasks.run_batch_job",
             worker=None,
         )
+    return True
+
+
+def _fail_unscored(job: PredictionJob, merged: Merged, now: datetime) -> bool:
+    """Fail a job of which no row could be scored, as a single job whose row cannot be is: a
+    success of no predictions told no one that every row was wrong. The result file (its
+    header alone) goes; the error file stays, downloadable as a succeeded job's is."""
+    failed = PredictionJob.objects.filter(pk=job.pk, status=Status.RUNNING).update(
+        status=Status.FAILED,
+        error_code=NO_ROWS_SCORED,
+        error_message=(
+            f"none of the {job.rows_total:,} rows could be scored; the error file says why for each"
+        ),
+        error_file=merged.error_name,
+        result_file="",
+        finished_at=now,
+        lease_expires_at=None,
+    )
+    if not failed:
+        return PredictionJob.objects.filter(
+            pk=job.pk, status=Status.FAILED, finished_at=now
+        ).exists()
+    job.result_file.delete(save=False)
     return True
 
 

@@ -120,6 +120,19 @@ class ResultPurged(DomainError):
 def check_ready(job: PredictionJob) -> None:
     if job.status != Status.SUCCEEDED:
         raise NotReady(f"job {job.pk} is {job.status}; results exist once it succeeded")
+    _check_kept(job)
+
+
+def check_errors_ready(job: PredictionJob) -> None:
+    """As check_ready, but a job that failed with an error file (none of its rows could be
+    scored) has one to give too."""
+    if job.status == Status.FAILED and job.error_file:
+        _check_kept(job)
+    else:
+        check_ready(job)
+
+
+def _check_kept(job: PredictionJob) -> None:
     if job.purged_at is not None:  # result retention (RESULT_RETENTION_DAYS) removed it
         raise ResultPurged(f"the result of job {job.pk} was deleted on {job.purged_at:%Y-%m-%d}")
 

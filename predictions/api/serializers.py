@@ -157,7 +157,8 @@ class JobSerializer(serializers.ModelSerializer):
         return self._absolute(f"{path}?format=csv" if job.kind == Kind.BATCH else path)
 
     def get_error_file_url(self, job: PredictionJob) -> str | None:
-        if job.status != Status.SUCCEEDED or not job.error_file:
+        # A failed job has one when none of its rows could be scored (no_rows_scored).
+        if job.status not in (Status.SUCCEEDED, Status.FAILED) or not job.error_file:
             return None
         return self._absolute(reverse("job-errors", args=[job.pk]))
 

@@ -308,7 +308,10 @@ class JobViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
                 description="A bad ?format=, or more failed rows than MAX_JSON_RESULT_ROWS "
                 "asked for as JSON (result_too_large): ask for csv."
             ),
-            409: OpenApiResponse(description="The job has not succeeded (result_not_ready)."),
+            409: OpenApiResponse(
+                description="The job has not succeeded, nor failed with an error file "
+                "(result_not_ready)."
+            ),
             410: RESULT_GONE,
         },
     )
@@ -323,7 +326,7 @@ class JobViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
         """The rows that could not be scored: row number, id, reason; CSV (the header alone
         when none failed) or ?format=json rows."""
         job = self.get_object()
-        results.check_ready(job)
+        results.check_errors_ready(job)
         if request.accepted_renderer.format == "json":
             return Response(results.error_rows(job))
         return results.errors_response(job)

@@ -9,10 +9,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import OperationalError
 from django.test import override_settings
 from django_celery_results.models import TaskResult
+from rest_framework.test import APIClient
 from sklearn.datasets import load_iris
 from sklearn.svm import LinearSVC
 
@@ -354,6 +356,33 @@ def test_rows_the_model_cannot_answer_go_to_the_error_file() -> None:
     errors = pd.read_csv(job.error_file.path, dtype=str)
     assert errors["row"].tolist() == ["4"]
     assert "not a finite number" in errors["error"].iloc[0]
+
+
+@override_settings(BATCH_CHUNK_ROWS=2)
+def test_a_batch_none_of_whose_rows_can_be_scored_fails_and_keeps_its_error_file() -> None:
+    # It succeeded, with no predictions: nothing told its owner every row was wrong.
+    make_version()
+    header = "key," + ",".join(IRIS_FEATURES)
+    job = submit_csv(f"{header}\na,x,2,3,4\nb,1,2\nc,1,inf,3,4\n", id_column="key")
+    run_whole(job)
+
+    job.refresh_from_db()
+    assert (job.status, job.error_code) == (Status.FAILED, "no_rows_scored")
+    assert (
+        job.error_message == "none of the 3 rows could be scored; the error file says why for each"
+    )
+    assert (job.rows_total, job.rows_failed, job.result_file.name) == (3, 3, "")
+    errors = pd.read_csv(job.error_file.path, dtype=str, keep_default_na=False)
+    assert errors["key"].tolist() == ["a", "b", "c"]
+    assert not default_storage.exists(f"results/{job.pk}.csv")  # its header alone, gone
+    answer = APIClient()
+    answer.force_authenticate(job.owner)
+    listed = answer.get(f"/api/v1/jobs/{job.pk}/errors/?format=json")
+    assert (listed.status_code, [row["key"] for row in listed.json()]) == (200, ["a", "b", "c"])
+    assert answer.get(f"/api/v1/jobs/{job.pk}/result/").status_code == 409
+    detail = answer.get(f"/api/v1/jobs/{job.pk}/").json()
+    assert detail["error_file_url"].endswith(f"/api/v1/jobs/{job.pk}/errors/")
+    assert detail["result_url"] is None
 
 
 @override_settings(BATCH_CHUNK_ROWS=4)
