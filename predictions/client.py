@@ -362,6 +362,12 @@ def run(options: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         return 2
     except JobFailed as failure:
         err.write(f"predict: {failure}\n")
+        if failure.job.error_file_url:  # none of its rows could be scored: say why for each
+            try:
+                client.download_errors(failure.job.id, errors)
+                err.write(f"predict: the reason for each row saved in {errors}\n")
+            except (ApiError, OSError) as error:
+                err.write(f"predict: the reasons could not be saved: {error}\n")
         return 1
     scored = job.rows_done - job.rows_failed
     of_all = f" of {job.rows_done}" if job.rows_failed else ""

@@ -134,6 +134,34 @@ def test_the_predict_command_saves_the_rows_it_could_not_score_with_their_reason
 
 
 @pytest.mark.django_db(transaction=True)
+def test_the_predict_command_saves_the_reasons_when_no_row_could_be_scored(
+    live_web: str, live_worker, token: str, tmp_path: Path
+) -> None:
+    make_version()
+    rows = [{**row, "sepal_width": "wide"} for row in iris_rows(2)]
+    out, err = io.StringIO(), io.StringIO()
+
+    with pytest.raises(CommandError):
+        call_command(
+            "predict",
+            "--model=iris",
+            f"--file={write_csv(tmp_path / 'rows.csv', rows)}",
+            f"--out={tmp_path / 'result.csv'}",
+            "--id-column=row_id",
+            f"--url={live_web}",
+            f"--token={token}",
+            stdout=out,
+            stderr=err,
+        )
+
+    errors = tmp_path / "result.errors.csv"
+    assert "failed: no_rows_scored none of the 2 rows could be scored" in err.getvalue()
+    assert f"the reason for each row saved in {errors}" in err.getvalue()
+    assert [row["row_id"] for row in read_csv(errors)] == ["r0", "r1"]
+    assert not (tmp_path / "result.csv").exists()
+
+
+@pytest.mark.django_db(transaction=True)
 def test_the_predict_command_refuses_a_wrong_token(live_web: str, tmp_path: Path) -> None:
     rows_csv = write_csv(tmp_path / "rows.csv", iris_rows(2))
     err = io.StringIO()
