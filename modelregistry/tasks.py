@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from billiard.process import current_process
 from celery import shared_task
 from django.conf import settings
 
@@ -26,7 +27,12 @@ def retrain(
     """Train a spec (the message a beat PeriodicTask sends). Bad arguments end as a failed run."""
     if extra:  # a hand-made PeriodicTask with too many positional args
         unexpected = {**unexpected, f"{len(extra)} extra positional argument(s)": extra}
-    run = training_runs.handle_message(spec_id, trigger, run_id, unexpected, self.request.id or "")
+    # A prefork pool's child may end itself on a cancel; a solo or thread pool's process is
+    # the whole worker, whose fit a cancel only leaves unrecorded.
+    in_pool_process = current_process().name.startswith("ForkPoolWorker")
+    run = training_runs.handle_message(
+        spec_id, trigger, run_id, unexpected, self.request.id or "", in_pool_process=in_pool_process
+    )
     return run.pk if run else None
 
 

@@ -1,17 +1,21 @@
 """Training runs: asked for by a schedule, the admin or the API; one at a time per spec."""
 
 import logging
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connections, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from mlsite import sending
-from mlsite.celery import app
 from mlsite.errors import Conflict, DomainError
 from mlsite.leases import Heartbeat
 
@@ -133,28 +137,37 @@ _heartbeat = Heartbeat("TRAINING_LEASE_SECONDS", _renew)
 # --- cancelling -------------------------------------------------------------------------
 
 ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING)
+CANCEL_CHECK_SECONDS = 2.0
 
 
 def cancel(runs: QuerySet[TrainingRun], by: str) -> int:
     """Cancel the queued or running runs among these; the count cancelled.
 
-    The row says so first: a queued run's message then finds it taken, and a running run's
-    end is not recorded (nor the version it made kept). A running run's fit is stopped by a
-    revoke that terminates the process running it, which its worker replaces; should the
-    revoke not arrive (the broker down), the fit runs on to no effect.
+    The row says so: a queued run's message then finds it taken, and a running run's end is
+    not recorded (nor the version it made kept). The process fitting a running run sees it
+    within CANCEL_CHECK_SECONDS and ends itself (stopping_if_cancelled); its worker starts
+    another.
     """
     cancelled = 0
     for run in runs.filter(status__in=ACTIVE):
-        changed = TrainingRun.objects.filter(pk=run.pk, status=run.status).update(
+        # Queued first, then running: a worker may claim it between the read and the update,
+        # and a claim only moves a run forward.
+        for status in ACTIVE:
+            if _cancel_if(run, status, by):
+                cancelled += 1
+                break
+    return cancelled
+
+
+def _cancel_if(run: TrainingRun, status: str, by: str) -> bool:
+    return bool(
+        TrainingRun.objects.filter(pk=run.pk, status=status).update(
             status=RunStatus.CANCELLED,
             finished_at=timezone.now(),
             lease_expires_at=None,
             error=f"cancelled by {by}",
         )
-        if changed and run.status == RunStatus.RUNNING and run.task_id:
-            _terminate(run)
-        cancelled += changed
-    return cancelled
+    )
 
 
 def cancel_one(run: TrainingRun, by: str) -> TrainingRun:
@@ -166,22 +179,63 @@ def cancel_one(run: TrainingRun, by: str) -> TrainingRun:
     return run
 
 
-def _terminate(run: TrainingRun) -> None:
+@contextmanager
+def stopping_if_cancelled(run_id: int) -> Iterator[None]:
+    """While it lasts, a thread looks every CANCEL_CHECK_SECONDS whether the run was cancelled
+    and, if so, ends this process at once (SIGKILL: a fit in compiled code would not see a
+    gentler signal until it finished). For a worker's pool process only: its worker starts
+    another, and the message, rejected with the lost process, finds the run taken.
+
+    Celery's revoke(terminate=True) would signal the pool process from outside, which may
+    have moved on to another task by then; this thread ends its own process only while the
+    run is still held here.
+    """
+    done = threading.Event()
+    lock = threading.Lock()
+
+    def watch() -> None:
+        try:
+            while not done.wait(CANCEL_CHECK_SECONDS):
+                try:
+                    cancelled = TrainingRun.objects.filter(
+                        pk=run_id, status=RunStatus.CANCELLED
+                    ).exists()
+                except DatabaseError:
+                    continue  # the next look tries again
+                if cancelled:
+                    with lock:
+                        if not done.is_set():
+                            logger.warning("training run %s cancelled: ending its fit", run_id)
+                            os.kill(os.getpid(), signal.SIGKILL)
+        finally:
+            connections.close_all()  # this thread's own connection
+
+    watcher = threading.Thread(target=watch, name=f"cancel-watch-{run_id}", daemon=True)
+    watcher.start()
     try:
-        app.control.revoke(run.task_id, terminate=True)
-    except Exception as exc:  # kombu and redis-py raise several kinds when Redis is down
-        logger.warning("training run %s cancelled, its fit not stopped: %s", run.pk, exc)
+        yield
+    finally:
+        with lock:
+            done.set()
+        watcher.join()
 
 
 # --- handling a retrain message --------------------------------------------------------
 
 
 def handle_message(
-    spec_id: Any, trigger: Any, run_id: Any, unexpected: dict[str, Any], task_id: str = ""
+    spec_id: Any,
+    trigger: Any,
+    run_id: Any,
+    unexpected: dict[str, Any],
+    task_id: str = "",
+    *,
+    in_pool_process: bool = False,
 ) -> TrainingRun | None:
     """Run what a retrain message asks for. Every outcome, even a bad message, is a run row.
 
-    None means the run was already handled (a message delivered twice).
+    None means the run was already handled (a message delivered twice). `in_pool_process`:
+    a cancel may end this process (stopping_if_cancelled).
     """
     try:
         run = _run_for(spec_id, trigger, run_id, unexpected, task_id)
@@ -193,7 +247,10 @@ def handle_message(
     if not claim(run):
         run.refresh_from_db()
         return run
-    return execute(run)
+    if not in_pool_process:
+        return execute(run)
+    with stopping_if_cancelled(run.pk):
+        return execute(run)
 
 
 def _run_for(
