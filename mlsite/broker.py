@@ -39,3 +39,17 @@ def queue_depth(queue: str) -> int:
         for key in queue_keys(queue):
             pipe.llen(key)
         return sum(int(size) for size in pipe.execute())
+
+
+# A key that lives as long as Redis's data does: gone, the data went with it (a Redis
+# without persistence restarted, or was flushed), queued messages included.
+KEPT_MARKER = "mlqueue:data-kept"
+
+
+def has_kept_its_data() -> bool:
+    """False the first time after Redis lost its data (or was first used), until marked."""
+    return bool(client().exists(KEPT_MARKER))
+
+
+def mark_data_kept() -> None:
+    client().set(KEPT_MARKER, "1")

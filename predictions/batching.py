@@ -48,7 +48,6 @@ def start(job_id: UUID | str, task_id: str, *, retrying: bool = False) -> dict[s
     except DomainError as exc:
         running.fail(job.pk, exc.code, str(exc))
         return {"job": str(job.pk), "status": Status.FAILED, "error_code": exc.code}
-    BatchChunk.objects.filter(pk__in=chunk_ids).update(sent_at=timezone.now())
     try:
         for chunk_id in chunk_ids:
             sending.publish(CHUNK_TASK, args=[chunk_id], priority=9 - job.priority)
@@ -214,9 +213,7 @@ def run_chunk_again(chunk: BatchChunk, now: datetime) -> bool:
         claimed_by=chunk.claimed_by,
         lease_expires_at=chunk.lease_expires_at,
     )
-    if not still_lost.update(
-        status=ChunkStatus.PENDING, claimed_by="", lease_expires_at=None, sent_at=now
-    ):
+    if not still_lost.update(status=ChunkStatus.PENDING, claimed_by="", lease_expires_at=None):
         return False
     running.renew_lease(chunk.job_id, now=now)
     try:
@@ -232,19 +229,12 @@ def run_chunk_again(chunk: BatchChunk, now: datetime) -> bool:
     return True
 
 
-def send_chunk_again(chunk: BatchChunk, now: datetime) -> bool:
-    """Send a pending chunk's message again, unless someone else just did (or it was taken).
-    A send the broker refused keeps the time of the last one that reached it, as
-    submission.resend does for jobs."""
-    unsent = BatchChunk.objects.filter(
-        pk=chunk.pk, status=ChunkStatus.PENDING, sent_at=chunk.sent_at
-    )
-    if not unsent.update(sent_at=now):
-        return False
+def send_chunk_again(chunk: BatchChunk) -> bool:
+    """Send a pending chunk's message again (after the broker lost its data); False when the
+    broker refused it. A copy of a message still queued finds its chunk taken and skips it."""
     try:
         sending.publish(CHUNK_TASK, args=[chunk.pk], priority=9 - chunk.job.priority)
     except sending.BrokerUnavailable:
-        BatchChunk.objects.filter(pk=chunk.pk, sent_at=now).update(sent_at=chunk.sent_at)
         return False
     return True
 

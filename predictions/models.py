@@ -206,12 +206,6 @@ class BatchChunk(models.Model):
         blank=True,
         help_text="While running: renewed as it scores; past it, its worker is presumed lost.",
     )
-    sent_at = models.DateTimeField(
-        "sent",
-        null=True,
-        blank=True,
-        help_text="When its message last went to the broker; pending long after, it is sent again.",
-    )
     updated_at = models.DateTimeField("updated", auto_now=True, help_text="")
 
     class Meta:

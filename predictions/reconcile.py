@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F, Q, QuerySet
 from django.utils import timezone
 
+from mlsite import broker
 from modelregistry import training_runs
 
 from . import batching, running, submission, waiting
@@ -36,39 +37,48 @@ class Reconciled:
 
 def stale_queued_jobs(now: datetime) -> QuerySet[PredictionJob]:
     """Queued jobs due to be sent again: never sent and older than RECONCILE_QUEUED_AFTER, or
-    due by _sent_long_enough_ago. Sent every pass instead, a backlog behind a stalled worker
-    was queued once more a minute, and the worker, once back, skipped every copy. The
-    database picks them, so a backlog still backing off never hides a due job behind it."""
+    waiting since their last send as long as they had waited before it (at least that
+    setting, at most ten times it), so resends back off: 60 s, 120, 240 … apart. Sent every
+    pass instead, a backlog behind a stalled worker was queued once more a minute, and the
+    worker, once back, skipped every copy. The database picks them, so a backlog still
+    backing off never hides a due job behind it."""
     quiet = timedelta(seconds=settings.RECONCILE_QUEUED_AFTER)
     never_sent = Q(enqueued_at__isnull=True, created_at__lt=now - quiet)
-    due, doubled = _sent_long_enough_ago(now, "enqueued_at", "created_at")
+    waited_before = ExpressionWrapper(
+        F("enqueued_at") - F("created_at"), output_field=DurationField()
+    )
+    doubled = ExpressionWrapper(F("enqueued_at") + waited_before, output_field=DateTimeField())
+    due = Q(enqueued_at__lt=now - quiet) & (
+        Q(enqueued_at__lte=now - 10 * quiet) | Q(doubled__lte=now)
+    )
     return PredictionJob.objects.alias(doubled=doubled).filter(
         never_sent | due, status=Status.QUEUED
     )
 
 
-def unsent_chunks(now: datetime) -> QuerySet[BatchChunk]:
-    """Pending chunks of running jobs due to be sent again (by _sent_long_enough_ago, counted
-    from their job's start): their message may have gone with a Redis that kept nothing on
-    disk. Left to the job's lease, they waited JOB_LEASE_SECONDS after the last other chunk
-    ran. A copy of a message still queued costs one update: it finds its chunk taken."""
-    due, doubled = _sent_long_enough_ago(now, "sent_at", "job__started_at")
-    return BatchChunk.objects.alias(doubled=doubled).filter(
-        due, status=ChunkStatus.PENDING, job__status=Status.RUNNING
-    )
+def pending_chunks() -> QuerySet[BatchChunk]:
+    return BatchChunk.objects.filter(status=ChunkStatus.PENDING, job__status=Status.RUNNING)
 
 
-def _sent_long_enough_ago(now: datetime, sent: str, since: str) -> tuple[Q, ExpressionWrapper]:
-    """Sent more than RECONCILE_QUEUED_AFTER ago, and either waiting since as long as it had
-    waited before that send (`sent` - `since`) or ten times that setting: resends back off,
-    60 s, 120, 240 … apart. The condition, and the alias `doubled` it filters on."""
-    quiet = timedelta(seconds=settings.RECONCILE_QUEUED_AFTER)
-    waited_before = ExpressionWrapper(F(sent) - F(since), output_field=DurationField())
-    doubled = ExpressionWrapper(F(sent) + waited_before, output_field=DateTimeField())
-    due = Q(**{f"{sent}__lt": now - quiet}) & (
-        Q(**{f"{sent}__lte": now - 10 * quiet}) | Q(doubled__lte=now)
-    )
-    return due, doubled
+def _resend_chunks_if_broker_forgot() -> int:
+    """Send every pending chunk of a running job again when the broker lost its data (a Redis
+    without persistence restarted), or is new: their messages went with it. Left to their
+    job's lease, they waited JOB_LEASE_SECONDS after the last other chunk ran. Sent by age,
+    as queued jobs are, an ordinary large batch's chunks, which wait in the queue by design,
+    went out again and again. The marker is put back once every send went through, so a
+    pass cut short leaves them to the next (twice is harmless: a copy finds its chunk taken).
+    """
+    try:
+        if broker.has_kept_its_data():
+            return 0
+        sent = [
+            batching.send_chunk_again(chunk) for chunk in pending_chunks().select_related("job")
+        ]
+        if all(sent):  # a send refused: the next pass sends them all again
+            broker.mark_data_kept()
+    except broker.UNAVAILABLE:
+        return 0
+    return sum(sent)
 
 
 def lost_jobs(now: datetime) -> QuerySet[PredictionJob]:
@@ -91,8 +101,7 @@ def reconcile(*, now: datetime | None = None) -> Reconciled:
             outcome.failed += _fail_lost_chunk(chunk, now)
         else:
             outcome.chunks_requeued += batching.run_chunk_again(chunk, now)
-    for chunk in unsent_chunks(now).select_related("job").order_by("sent_at")[:BATCH_LIMIT]:
-        outcome.chunks_resent += batching.send_chunk_again(chunk, now)
+    outcome.chunks_resent = _resend_chunks_if_broker_forgot()
     outcome.training_runs_failed = training_runs.fail_stale_runs(None, now)
     if any(astuple(outcome)):
         logger.warning("reconciled jobs: %s", outcome)
