@@ -156,7 +156,9 @@ AUTH_PASSWORD_VALIDATORS = [
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
 USE_TZ = True
-USE_I18N = True
+# English only: no translations ship, and with this on, anyone could make the process load
+# and keep one more catalogue per ?lang= value sent to the schema view.
+USE_I18N = False
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"

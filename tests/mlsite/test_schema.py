@@ -199,3 +199,13 @@ def test_an_unknown_schema_format_is_a_400_in_json() -> None:
         "code": "bad_input",
         "field": "format",
     }
+
+
+@pytest.mark.django_db
+def test_a_lang_query_does_not_make_the_process_keep_another_catalogue() -> None:
+    from django.utils.translation import trans_real
+
+    before = len(trans_real._translations)
+    for index in range(5):
+        assert Client().get(f"/api/schema/?lang=x{index}").status_code == 200
+    assert len(trans_real._translations) == before
