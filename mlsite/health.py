@@ -15,9 +15,6 @@ from .celery import app as celery_app
 from .scheduler import HEARTBEAT_KEY
 
 BEAT_STALE_AFTER = 30  # seconds; beat ticks at least every 5 s
-# While one request of this process runs the checks, others answer with the last result if
-# it is at most this old (seconds).
-REUSE_WHILE_CHECKING = 5.0
 
 
 def check_database() -> dict[str, Any]:
@@ -78,16 +75,17 @@ _last: tuple[float, dict[str, dict[str, Any]]] | None = None  # (when it finishe
 
 def checks_once_at_a_time() -> dict[str, dict[str, Any]]:
     """run_checks(), but one run per process at a time: a request that arrives while another
-    runs them answers with the last result (at most REUSE_WHILE_CHECKING seconds old), or
-    waits for the running one. /healthz is open to anyone, and each run holds its thread for
-    the worker ping's whole timeout and makes every worker answer: a crowd of requests, one
-    run each, tied up every web thread."""
+    runs them answers with the last result, or, before any, waits for the running one.
+    /healthz is open to anyone, and each run holds its thread for the worker ping's whole
+    timeout (longer while Redis does not answer) and makes every worker answer: a crowd of
+    requests, one run each, tied up every web thread. A request after a run has ended starts
+    a fresh one."""
     global _last
-    asked = time.monotonic()
     if not _checking.acquire(blocking=False):
         last = _last
-        if last is not None and asked - last[0] < REUSE_WHILE_CHECKING:
+        if last is not None:
             return last[1]
+        asked = time.monotonic()
         with _checking:
             last = _last
         if last is not None and last[0] >= asked:  # it finished while this request waited
