@@ -1,6 +1,6 @@
 """Registry endpoints: read models and versions; staff upload, promote and roll back."""
 
-from typing import cast
+from typing import Any, cast
 
 import django_filters
 from django.conf import settings
@@ -155,8 +155,13 @@ class ModelVersionViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
         request={"multipart/form-data": UploadSerializer},
         responses={201: ModelVersionDetailSerializer},
     )
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        # Before authentication, whose CSRF check (session users) reads a form body whole.
+        if self.action == "create":
+            refuse_body_over(request, settings.MAX_ARTIFACT_BYTES + 64 * 1024)  # and the form
+        super().initial(request, *args, **kwargs)
+
     def create(self, request: Request, model_name: str) -> Response:
-        refuse_body_over(request, settings.MAX_ARTIFACT_BYTES + 64 * 1024)  # and the form's rest
         incoming = UploadSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
         is_new = not RegisteredModel.objects.filter(name=model_name).exists()

@@ -211,14 +211,18 @@ class JobViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
         },
         examples=[ROWS_EXAMPLE, JOB_EXAMPLE],
     )
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        # Before authentication, whose CSRF check (session users) reads a form body whole.
+        if self.action == "create":
+            _check_body_size(request, request.content_type.startswith("multipart/"))
+        super().initial(request, *args, **kwargs)
+
     def create(self, request: Request) -> Response:
-        is_file = request.content_type.startswith("multipart/")
-        _check_body_size(request, is_file)
         wait = _wait_seconds(request)  # a bad wait is refused before any job exists
         user = cast(User, request.user)  # IsAuthenticated let it through
         heard_since = waiting.listening_epoch() if wait else None  # before the job is sent
         incoming: SubmitFileSerializer | SubmitRowsSerializer
-        if is_file:
+        if request.content_type.startswith("multipart/"):
             incoming = SubmitFileSerializer(data=request.data)
             incoming.is_valid(raise_exception=True)
             upload = incoming.validated_data.pop("file")

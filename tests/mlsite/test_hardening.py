@@ -410,3 +410,33 @@ def test_guessing_passwords_at_a_sign_in_page_is_throttled_with_the_token_endpoi
     assert "Too many sign-in attempts from this address" in right.content.decode()
     assert int(right["Retry-After"]) > 0
     assert client.get(page).status_code == 200  # the page itself is still shown
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "path", ["/api/v1/jobs/", "/api/v1/models/iris/versions/"], ids=["jobs", "registry"]
+)
+def test_a_session_users_oversized_upload_is_refused_before_its_body_is_read(
+    settings, monkeypatch, path: str
+) -> None:
+    # Session authentication's CSRF check reads request.POST: a form body was parsed whole
+    # (onto disk) before the view's own check of its Content-Length could refuse it.
+    from django.http import multipartparser
+
+    settings.MAX_UPLOAD_BYTES = settings.MAX_ARTIFACT_BYTES = 1000
+    parsed = []
+    real_parse = multipartparser.MultiPartParser.parse
+    monkeypatch.setattr(
+        multipartparser.MultiPartParser,
+        "parse",
+        lambda self: parsed.append(1) or real_parse(self),
+    )
+    client = APIClient(enforce_csrf_checks=True)
+    client.force_login(make_user("staffer", staff=True))
+    upload = io.BytesIO(b"x" * 200_000)
+    upload.name = "big.csv"
+
+    answer = client.post(path, {"model": "iris", "file": upload})
+
+    assert (answer.status_code, answer.json()["code"]) == (413, "body_too_large")
+    assert parsed == []
