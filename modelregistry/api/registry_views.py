@@ -150,17 +150,17 @@ class ModelVersionViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
             return [IsAuthenticated(), staff_with(PROMOTE_PERMISSION)()]
         return cast(list[BasePermission], super().get_permissions())  # instances of the classes
 
-    @extend_schema(
-        parameters=[MODEL_NAME],
-        request={"multipart/form-data": UploadSerializer},
-        responses={201: ModelVersionDetailSerializer},
-    )
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         # Before authentication, whose CSRF check (session users) reads a form body whole.
         if self.action == "create":
             refuse_body_over(request, settings.MAX_ARTIFACT_BYTES + 64 * 1024)  # and the form
         super().initial(request, *args, **kwargs)
 
+    @extend_schema(
+        parameters=[MODEL_NAME],
+        request={"multipart/form-data": UploadSerializer},
+        responses={201: ModelVersionDetailSerializer},
+    )
     def create(self, request: Request, model_name: str) -> Response:
         incoming = UploadSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)

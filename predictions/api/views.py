@@ -187,6 +187,12 @@ class JobViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
     def get_serializer_class(self) -> type[JobSerializer]:
         return JobSerializer if self.action == "list" else JobDetailSerializer
 
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        # Before authentication, whose CSRF check (session users) reads a form body whole.
+        if self.action == "create":
+            _check_body_size(request, request.content_type.startswith("multipart/"))
+        super().initial(request, *args, **kwargs)
+
     @extend_schema(
         summary="Submit a job: JSON rows (single) or an uploaded CSV/Parquet file (batch)",
         parameters=[WAIT],
@@ -211,12 +217,6 @@ class JobViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
         },
         examples=[ROWS_EXAMPLE, JOB_EXAMPLE],
     )
-    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        # Before authentication, whose CSRF check (session users) reads a form body whole.
-        if self.action == "create":
-            _check_body_size(request, request.content_type.startswith("multipart/"))
-        super().initial(request, *args, **kwargs)
-
     def create(self, request: Request) -> Response:
         wait = _wait_seconds(request)  # a bad wait is refused before any job exists
         user = cast(User, request.user)  # IsAuthenticated let it through
