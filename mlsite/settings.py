@@ -184,6 +184,11 @@ MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 512 * 1024 * 1024)
 MAX_ARTIFACT_BYTES = env_int("MAX_ARTIFACT_BYTES", 200 * 1024 * 1024)
 # An uploaded artifact is read in a child process that may use this much memory at most.
 MAX_ARTIFACT_MEMORY_BYTES = env_int("MAX_ARTIFACT_MEMORY_BYTES", 4 * 1024**3)
+if MAX_ARTIFACT_MEMORY_BYTES < 1024**3:  # its Python with scikit-learn takes ~600 MB of it
+    raise ImproperlyConfigured(
+        f"MAX_ARTIFACT_MEMORY_BYTES must be at least 1 GiB (1073741824), got "
+        f"{MAX_ARTIFACT_MEMORY_BYTES}: the process that reads an upload starts at about 600 MB"
+    )
 MAX_INLINE_ROWS = env_int("MAX_INLINE_ROWS", 1000)
 MAX_FILE_ROWS = env_int("MAX_FILE_ROWS", 20_000_000)
 # Every metric is a column and a chart on each admin page of its model's versions.

@@ -185,7 +185,10 @@ def read_joblib(stream: IO[bytes]) -> Any:
             if isinstance(fileobj, str):  # joblib < 0.10 format, read by an unrestricted path
                 raise UnreadableArtifact("artifacts from joblib older than 0.10 are not read")
             return RestrictedUnpickler("", fileobj, ensure_native_byte_order=True).load()
-    except (ArtifactRefused, MemoryError):  # MemoryError: past the reader's cap (apart.py)
+    except (
+        ArtifactRefused,
+        MemoryError,
+    ):  # MemoryError: past the reader's cap (upload_inspection.py)
         raise
     except Exception as exc:  # a corrupt or truncated pickle fails in many ways
         raise UnreadableArtifact(

@@ -14,7 +14,7 @@ from django.db.models import Max, Q
 from mlsite.errors import BadInput, Conflict, NotFound
 from mlsite.freshcache import FreshCache
 
-from . import apart, artifacts
+from . import artifacts, upload_inspection
 from .models import (
     ArtifactFormat,
     ModelVersion,
@@ -189,7 +189,9 @@ def upload(
     nothing is stored when any check fails.
     """
     check_metrics(metrics)  # before any unpickling: the cheap refusal first
-    inspection = apart.inspect_artifact(artifact, artifact_format)  # an upload: in a child
+    inspection = upload_inspection.inspect_artifact(
+        artifact, artifact_format
+    )  # an upload: in a child
     with transaction.atomic():
         model = _model_for(name, inspection, created_by, new_model=new_model)
         return _register_inspected(

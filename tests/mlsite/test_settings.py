@@ -22,6 +22,7 @@ def django_check(**env: str) -> subprocess.CompletedProcess:
         ("DEBUG", "perhaps"),
         ("TASK_TIME_LIMIT", "ten"),
         ("LOGIN_THROTTLE_RATE", "lots"),
+        ("MAX_ARTIFACT_MEMORY_BYTES", "100000000"),  # below what its reader starts with
     ],
 )
 def test_a_malformed_variable_stops_start_up_naming_it(variable: str, value: str) -> None:

@@ -1,11 +1,11 @@
-"""The child process of modelregistry.apart: inspect the artifact on standard input."""
+"""The child process of modelregistry.upload_inspection: inspect the artifact on standard input."""
 
 import json
 from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from modelregistry import apart
+from modelregistry import upload_inspection
 
 
 class Command(BaseCommand):
@@ -16,4 +16,4 @@ class Command(BaseCommand):
         parser.add_argument("asked", help="JSON: the artifact's format and the settings to use")
 
     def handle(self, *args: Any, asked: str, **options: Any) -> None:
-        apart.main(json.loads(asked))
+        upload_inspection.main(json.loads(asked))

@@ -39,7 +39,7 @@ REFUSALS: dict[str, type[DomainError]] = {
         artifacts.ArtifactTooLarge,
     )
 }
-SECONDS = 300  # a read that takes longer than this is refused
+SECONDS = 300  # a read that takes longer than this (or this much CPU) is refused
 # The parent's own values, which tests and callers may have changed in-process.
 PASSED_SETTINGS = ("UNPICKLE_EXTRA_ALLOWED", "MAX_ARTIFACT_BYTES", "MAX_ARTIFACT_MEMORY_BYTES")
 # One thread each for the child's numerical libraries: it only reads.
@@ -81,9 +81,14 @@ def inspect_artifact(stream: IO[bytes], artifact_format: str) -> artifacts.Inspe
         answer = json.loads(child.stdout)
     except ValueError:
         logger.warning("artifact inspection ended without an answer: %s", child.stderr[-2000:])
-        how = f"signal {-child.returncode}" if child.returncode < 0 else f"{child.returncode}"
+        if child.returncode < 0:  # compiled code past the memory cap can end it so
+            raise artifacts.UnreadableArtifact(
+                f"the process reading the artifact was ended by signal {-child.returncode} "
+                f"(it may need more than MAX_ARTIFACT_MEMORY_BYTES, "
+                f"{settings.MAX_ARTIFACT_MEMORY_BYTES} bytes)"
+            ) from None
         raise artifacts.UnreadableArtifact(
-            f"the process reading the artifact ended ({how}) without an answer"
+            f"the process reading the artifact ended ({child.returncode}) without an answer"
         ) from None
     if "refused" in answer:
         refused = answer["refused"]
@@ -123,7 +128,16 @@ def main(asked: dict[str, Any]) -> None:
     for name, value in asked["settings"].items():
         setattr(settings, name, value)
     content = sys.stdin.buffer.read()
-    # Capped once the input is in: what reading it makes must fit in the rest.
-    limit = settings.MAX_ARTIFACT_MEMORY_BYTES
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    # Capped once the input is in: what reading it makes must fit in the rest. The time cap
+    # is its own, so a child whose parent died (a web process restarted) still ends.
+    _cap(resource.RLIMIT_AS, settings.MAX_ARTIFACT_MEMORY_BYTES)
+    _cap(resource.RLIMIT_CPU, SECONDS)
     json.dump(_answer(asked["format"], content), sys.stdout)
+
+
+def _cap(kind: int, limit: int) -> None:
+    """Lower a resource limit, within the hard one a container may already set."""
+    _, hard = resource.getrlimit(kind)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(kind, (limit, hard))
