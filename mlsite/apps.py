@@ -13,6 +13,8 @@ class MlsiteConfig(AppConfig):
     verbose_name = "Site"
 
     def ready(self) -> None:
+        from . import checks  # noqa: F401  (registers them)
+
         # Uploads stream into the store's own folder (mlsite/uploads.py); Django's checks
         # want it to exist.
         Path(settings.FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
