@@ -1,6 +1,7 @@
 """API plumbing shared by the apps: the one exception handler, the JSON answers Django gives
 for the API (400, 404, 411, 413, 500), and common permissions."""
 
+import ipaddress
 import logging
 import math
 from collections.abc import Callable
@@ -228,7 +229,24 @@ class PasswordRateThrottle(SimpleRateThrottle):
         return str(settings.LOGIN_THROTTLE_RATE)  # read per request: tests override it
 
     def get_cache_key(self, request: Request, view: APIView) -> str:
-        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+        return self.cache_format % {
+            "scope": self.scope,
+            "ident": _one_client(self.get_ident(request)),
+        }
+
+
+def _one_client(address: str) -> str:
+    """The address a throttle counts: an IPv6 client's whole /64, which one host is commonly
+    given and could take a fresh address from for every guess."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:  # ::ffff:a.b.c.d is an IPv4 client
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
+    return str(parsed)
 
 
 def throttle_password_posts(

@@ -447,3 +447,24 @@ def test_a_session_users_oversized_upload_is_refused_before_its_body_is_read(
 
     assert (answer.status_code, answer.json()["code"]) == (413, "body_too_large")
     assert parsed == []
+
+
+@pytest.mark.django_db
+def test_an_ipv6_client_cannot_dodge_the_password_throttle_with_fresh_addresses(
+    settings,
+) -> None:
+    # A host is commonly given a whole /64: one address per guess was a fresh allowance each.
+    settings.LOGIN_THROTTLE_RATE = "2/minute"
+    cache.clear()
+    make_user("victim")
+
+    def ask(address: str) -> int:
+        body = {"username": "victim", "password": "wrong"}
+        return APIClient(REMOTE_ADDR=address).post("/api/v1/auth/token/", body).status_code
+
+    same_host = [ask(f"2001:db8:1:2::{suffix}") for suffix in ("a", "b", "c")]
+    other_network = ask("2001:db8:1:3::a")
+    mapped = [ask(address) for address in ("::ffff:192.0.2.7", "192.0.2.7", "192.0.2.7")]
+    cache.clear()
+    assert (same_host, other_network) == ([400, 400, 429], 400)
+    assert mapped == [400, 400, 429]  # an IPv4 client, however written
