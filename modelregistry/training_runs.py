@@ -11,7 +11,7 @@ from typing import Any
 from uuid import uuid4
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, connections, transaction
+from django.db import IntegrityError, connections, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
@@ -200,8 +200,9 @@ def stopping_if_cancelled(run_id: int) -> Iterator[None]:
                     cancelled = TrainingRun.objects.filter(
                         pk=run_id, status=RunStatus.CANCELLED
                     ).exists()
-                except DatabaseError:
-                    continue  # the next look tries again
+                except Exception:  # a database away, say: the next look tries again
+                    logger.warning("training run %s: cancel not looked for", run_id, exc_info=True)
+                    continue
                 if cancelled:
                     with lock:
                         if not done.is_set():
@@ -217,7 +218,7 @@ def stopping_if_cancelled(run_id: int) -> Iterator[None]:
     finally:
         with lock:
             done.set()
-        watcher.join()
+        watcher.join(timeout=CANCEL_CHECK_SECONDS)  # done now: it only ends a look under way
 
 
 # --- handling a retrain message --------------------------------------------------------
@@ -262,7 +263,9 @@ def _run_for(
     if trigger not in RunTrigger.values:
         choices = ", ".join(RunTrigger.values)
         raise BadMessage(f"trigger must be one of {choices}, got {trigger!r}", spec)
-    if run_id is None:
+    if run_id is None:  # beat's message (a schedule): its run is made on its first delivery
+        if task_id and TrainingRun.objects.filter(task_id=task_id).exists():
+            return None  # delivered again (its process was lost, or ended by a cancel)
         return TrainingRun.objects.create(spec=spec, trigger=trigger, task_id=task_id)
     run = TrainingRun.objects.filter(pk=run_id, spec=spec).first()
     if run is None:

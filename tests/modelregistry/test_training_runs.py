@@ -1,5 +1,6 @@
 """Training runs on a real worker: versions registered, policies obeyed, one run at a time."""
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -279,6 +280,31 @@ def test_a_cancelled_running_fit_is_stopped_and_registers_nothing(live_worker) -
     run.refresh_from_db()
     assert (run.status, run.version) == (RunStatus.CANCELLED, None)
     assert ModelVersion.objects.filter(registered_model=spec.registered_model).count() == 1
+
+
+def test_a_cancelled_scheduled_run_does_not_start_again_from_its_redelivered_message(
+    live_worker,
+) -> None:
+    # Beat's message names no run: each delivery made one. Its process ended by the cancel,
+    # the message came back and a new run of the spec started at once.
+    spec = make_training_spec(
+        estimator=Estimator.RANDOM_FOREST_CLASSIFIER, params={"n_estimators": 20000}
+    )
+    pool_before = set(pool_processes(live_worker))
+    retrain.apply_async(kwargs={"spec_id": spec.pk, "trigger": RunTrigger.SCHEDULE})
+    wait_for(
+        lambda: TrainingRun.objects.filter(spec=spec, status=RunStatus.RUNNING).exists(),
+        30,
+        "the scheduled fit",
+    )
+
+    training_runs.cancel(TrainingRun.objects.filter(spec=spec), by="admin")
+
+    wait_for(lambda: set(pool_processes(live_worker)) - pool_before, 20, "a new pool process")
+    time.sleep(3)  # the redelivered message has been taken by now
+    assert list(TrainingRun.objects.filter(spec=spec).values_list("status", flat=True)) == [
+        RunStatus.CANCELLED
+    ]
 
 
 def test_a_run_cancelled_as_it_finished_keeps_neither_its_version_nor_its_end(
