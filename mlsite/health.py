@@ -71,20 +71,27 @@ def _once_more_if_dropped(check: Callable[[], dict[str, Any]]) -> dict[str, Any]
 
 _checking = threading.Lock()
 _last: tuple[float, dict[str, dict[str, Any]]] | None = None  # (when it finished, results)
+_running_since = 0.0  # when the run under way began
+HUNG_AFTER = 10.0  # seconds: a run this long is reported, not waited for nor hidden
 
 
 def checks_once_at_a_time() -> dict[str, dict[str, Any]]:
     """run_checks(), but one run per process at a time: a request that arrives while another
-    runs them answers with the last result, or, before any, waits for the running one.
+    runs them answers with the last result (before any, it waits for the running one), and
+    once that run has taken HUNG_AFTER seconds, with a failing "checks" entry saying so:
+    an old "ok" must not stand for a check that hangs (a database that does not answer).
     /healthz is open to anyone, and each run holds its thread for the worker ping's whole
     timeout (longer while Redis does not answer) and makes every worker answer: a crowd of
     requests, one run each, tied up every web thread. A request after a run has ended starts
     a fresh one."""
-    global _last
+    global _last, _running_since
     if not _checking.acquire(blocking=False):
-        last = _last
-        if last is not None:
+        last, running_for = _last, time.monotonic() - _running_since
+        if last is not None and running_for < HUNG_AFTER:
             return last[1]
+        if last is not None:
+            stuck = f"a run of the checks has not finished in {running_for:.0f} s"
+            return {**last[1], "checks": {"ok": False, "detail": stuck}}
         asked = time.monotonic()
         with _checking:
             last = _last
@@ -92,6 +99,7 @@ def checks_once_at_a_time() -> dict[str, dict[str, Any]]:
             return last[1]
         _checking.acquire()
     try:
+        _running_since = time.monotonic()
         checks = run_checks()
         _last = (time.monotonic(), checks)
         return checks

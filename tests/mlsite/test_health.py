@@ -42,27 +42,33 @@ def test_a_request_after_the_last_run_sees_a_fresh_answer(monkeypatch, first_ok:
     assert (first.status_code == 200, second.status_code == 200) == (first_ok, not first_ok)
 
 
-def test_requests_during_a_slow_run_answer_the_last_result_whatever_its_age(monkeypatch) -> None:
+def test_requests_during_a_run_answer_at_once_and_a_hung_run_is_reported(monkeypatch) -> None:
     # Redis away: a run takes seconds. Those who came while it ran waited for it whenever
-    # the last answer was over 5 s old, so a steady crowd still held every thread.
+    # the last answer was over 5 s old, so a steady crowd still held every thread; and a run
+    # that hangs must not leave an old "ok" standing for it.
     answers = iter([{"ok": True}, "slow"])
 
     def check() -> dict:
         answer = next(answers)
         if answer == "slow":
-            time.sleep(1.0)
+            time.sleep(2.0)
             return {"ok": False}
         return answer
 
     monkeypatch.setattr(health, "CHECKS", {"broker": check})
     monkeypatch.setattr(health, "_last", None)
+    monkeypatch.setattr(health, "HUNG_AFTER", 1.0)
     assert health.healthz(RequestFactory().get("/healthz")).status_code == 200
     monkeypatch.setattr(health, "_last", (time.monotonic() - 60, health._last[1]))  # long ago
     slow = threading.Thread(target=health.healthz, args=[RequestFactory().get("/healthz")])
     slow.start()
-    time.sleep(0.2)  # the slow run has begun
+    time.sleep(0.3)  # the slow run has begun
     started = time.monotonic()
     during = health.healthz(RequestFactory().get("/healthz"))
     waited = time.monotonic() - started
+    time.sleep(1.0)  # past HUNG_AFTER, the run still going
+    hung = health.healthz(RequestFactory().get("/healthz"))
     slow.join()
-    assert (during.status_code, waited < 0.5) == (200, True)
+    assert (during.status_code, waited < 1.0) == (200, True)
+    assert hung.status_code == 503
+    assert "a run of the checks has not finished in" in hung.content.decode()
