@@ -41,15 +41,24 @@ def queue_depth(queue: str) -> int:
         return sum(int(size) for size in pipe.execute())
 
 
-# A key that lives as long as Redis's data does: gone, the data went with it (a Redis
-# without persistence restarted, or was flushed), queued messages included.
+# A key holding the run id of the Redis server that wrote it: gone, or another run's, and
+# Redis restarted (or was flushed, or failed over) since; any messages it held may be gone
+# with it, all of them without persistence, the last second or snapshot's worth with it.
 KEPT_MARKER = "mlqueue:data-kept"
 
 
-def has_kept_its_data() -> bool:
-    """False the first time after Redis lost its data (or was first used), until marked."""
-    return bool(client().exists(KEPT_MARKER))
+def server_run() -> str:
+    """This Redis server's run id, new at each start."""
+    return str(client().info("server")["run_id"])
 
 
-def mark_data_kept() -> None:
-    client().set(KEPT_MARKER, "1")
+def has_kept_its_data(run: str) -> bool:
+    """Whether the marker says Redis has run as `run` since it was last marked."""
+    return client().get(KEPT_MARKER) == run.encode()
+
+
+def mark_data_kept(run: str) -> None:
+    """Mark Redis as having kept its data, unless it restarted since `run` was read (the
+    messages sent meanwhile may have gone to the server before)."""
+    if server_run() == run:
+        client().set(KEPT_MARKER, run)

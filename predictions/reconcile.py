@@ -61,21 +61,23 @@ def pending_chunks() -> QuerySet[BatchChunk]:
 
 
 def _resend_chunks_if_broker_forgot() -> int:
-    """Send every pending chunk of a running job again when the broker lost its data (a Redis
-    without persistence restarted), or is new: their messages went with it. Left to their
-    job's lease, they waited JOB_LEASE_SECONDS after the last other chunk ran. Sent by age,
-    as queued jobs are, an ordinary large batch's chunks, which wait in the queue by design,
-    went out again and again. The marker is put back once every send went through, so a
+    """Send every pending chunk of a running job again when Redis restarted since the last
+    pass (its run id differs from the marker's, or the marker is gone): their messages may
+    have gone with it, all of them without persistence. Left to their job's lease, they
+    waited JOB_LEASE_SECONDS after the last other chunk ran. Sent by age, as queued jobs
+    are, an ordinary large batch's chunks, which wait in the queue by design, went out again
+    and again. The marker is put back once every send went through to the same server, so a
     pass cut short leaves them to the next (twice is harmless: a copy finds its chunk taken).
     """
     try:
-        if broker.has_kept_its_data():
+        run = broker.server_run()
+        if broker.has_kept_its_data(run):
             return 0
         sent = [
             batching.send_chunk_again(chunk) for chunk in pending_chunks().select_related("job")
         ]
         if all(sent):  # a send refused: the next pass sends them all again
-            broker.mark_data_kept()
+            broker.mark_data_kept(run)
     except broker.UNAVAILABLE:
         return 0
     return sum(sent)

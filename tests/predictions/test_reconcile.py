@@ -20,11 +20,11 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def data_kept() -> object:
-    """The broker's marker as a Redis that kept its data has it (a test removes it to play a
-    Redis that lost it): each test starts with it, whatever Redis the suite runs on."""
-    broker.mark_data_kept()
+    """The broker's marker as this Redis run wrote it (a test changes it to play a Redis that
+    restarted): each test starts with it, whatever Redis the suite runs on."""
+    broker.mark_data_kept(broker.server_run())
     yield
-    broker.mark_data_kept()
+    broker.mark_data_kept(broker.server_run())
 
 
 @pytest.fixture
@@ -221,7 +221,7 @@ def test_pending_chunks_are_sent_again_once_when_redis_lost_its_data(planned_bat
         assert reconcile.reconcile(now=later(60 * minutes)).chunks_resent == 0
     assert sent == []
 
-    broker.client().delete(broker.KEPT_MARKER)  # Redis restarted without saving
+    broker.client().set(broker.KEPT_MARKER, "an-earlier-run")  # Redis restarted since
     assert reconcile.reconcile(now=later(1)).chunks_resent == 1
     assert reconcile.reconcile(now=later(2)).chunks_resent == 0  # once
     assert sent == [[second]]  # never the one scoring
