@@ -235,11 +235,21 @@ class PasswordRateThrottle(SimpleRateThrottle):
         }
 
 
+def _without_port(address: str) -> str:
+    """ "1.2.3.4:5678" and "[2001:db8::1]:5678", as some proxies write X-Forwarded-For, without
+    the port (each port a fresh allowance, else)."""
+    if address.startswith("["):
+        return address[1:].partition("]")[0]
+    if address.count(":") == 1:
+        return address.partition(":")[0]
+    return address
+
+
 def _one_client(address: str) -> str:
     """The address a throttle counts: an IPv6 client's whole /64, which one host is commonly
     given and could take a fresh address from for every guess."""
     try:
-        parsed = ipaddress.ip_address(address)
+        parsed = ipaddress.ip_address(_without_port(address))
     except ValueError:
         return address
     if isinstance(parsed, ipaddress.IPv6Address):

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import resource
+import signal
 import subprocess
 import sys
 from typing import IO, Any
@@ -81,6 +82,10 @@ def inspect_artifact(stream: IO[bytes], artifact_format: str) -> artifacts.Inspe
         answer = json.loads(child.stdout)
     except ValueError:
         logger.warning("artifact inspection ended without an answer: %s", child.stderr[-2000:])
+        if child.returncode == -signal.SIGXCPU:
+            raise artifacts.UnreadableArtifact(
+                f"reading the artifact took more than {SECONDS} s of CPU"
+            ) from None
         if child.returncode < 0:  # compiled code past the memory cap can end it so
             raise artifacts.UnreadableArtifact(
                 f"the process reading the artifact was ended by signal {-child.returncode} "
@@ -132,6 +137,7 @@ def main(asked: dict[str, Any]) -> None:
     # is its own, so a child whose parent died (a web process restarted) still ends.
     _cap(resource.RLIMIT_AS, settings.MAX_ARTIFACT_MEMORY_BYTES)
     _cap(resource.RLIMIT_CPU, SECONDS)
+    _cap(resource.RLIMIT_CORE, 0)  # a child ended by a signal leaves no gigabytes of core
     json.dump(_answer(asked["format"], content), sys.stdout)
 
 

@@ -468,3 +468,22 @@ def test_an_ipv6_client_cannot_dodge_the_password_throttle_with_fresh_addresses(
     cache.clear()
     assert (same_host, other_network) == ([400, 400, 429], 400)
     assert mapped == [400, 400, 429]  # an IPv4 client, however written
+
+
+@pytest.mark.parametrize(
+    ("forwarded", "counted"),
+    [
+        ("203.0.113.7:5678", "203.0.113.7"),
+        ("[2001:db8:1:2::a]:443", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2::a", "2001:db8:1:2::/64"),
+        ("::ffff:192.0.2.7", "192.0.2.7"),
+        ("not-an-address", "not-an-address"),
+    ],
+)
+def test_the_password_throttle_counts_one_client_however_its_address_is_written(
+    forwarded: str, counted: str
+) -> None:
+    # Some proxies write the client's port into X-Forwarded-For: each port was an allowance.
+    from mlsite.api import _one_client
+
+    assert _one_client(forwarded) == counted
