@@ -230,8 +230,8 @@ def run_chunk_again(chunk: BatchChunk, now: datetime) -> bool:
 
 
 def send_chunk_again(chunk: BatchChunk) -> bool:
-    """Send a pending chunk's message again (after the broker lost its data); False when the
-    broker refused it. A copy of a message still queued finds its chunk taken and skips it."""
+    """Send a pending chunk's message again (after Redis restarted); False when the broker
+    refused it. A copy of a message still queued finds its chunk taken and skips it."""
     try:
         sending.publish(CHUNK_TASK, args=[chunk.pk], priority=9 - chunk.job.priority)
     except sending.BrokerUnavailable:
@@ -428,10 +428,9 @@ def _fail_unscored(job: PredictionJob, merged: Merged, now: datetime) -> bool:
         finished_at=now,
         lease_expires_at=None,
     )
-    if not failed:
-        return PredictionJob.objects.filter(
-            pk=job.pk, status=Status.FAILED, finished_at=now
-        ).exists()
+    ended_so = PredictionJob.objects.filter(pk=job.pk, status=Status.FAILED, finished_at=now)
+    if not failed and not ended_so.exists():  # else: this write committed, its answer lost
+        return False
     job.result_file.delete(save=False)
     return True
 
