@@ -10,6 +10,13 @@ from django.test import RequestFactory
 from mlsite import health
 
 
+@pytest.fixture(autouse=True)
+def no_answer_yet(monkeypatch) -> None:
+    """Each test starts as a new process would: no run of the checks yet."""
+    monkeypatch.setattr(health, "_last", None)
+    monkeypatch.setattr(health, "_running_since", 0.0)
+
+
 def test_a_crowd_of_health_requests_runs_the_checks_once(monkeypatch) -> None:
     # The worker ping holds its thread for its whole timeout and makes every worker answer:
     # one run per request let anyone, signed in or not, tie up every web thread.
@@ -38,6 +45,7 @@ def test_a_request_after_the_last_run_sees_a_fresh_answer(monkeypatch, first_ok:
     states = iter([first_ok, not first_ok])
     monkeypatch.setattr(health, "CHECKS", {"broker": lambda: {"ok": next(states)}})
     first = health.healthz(RequestFactory().get("/healthz"))
+    monkeypatch.setattr(health, "_last", (time.monotonic() - 2, health._last[1]))  # 2 s on
     second = health.healthz(RequestFactory().get("/healthz"))
     assert (first.status_code == 200, second.status_code == 200) == (first_ok, not first_ok)
 
@@ -56,7 +64,6 @@ def test_requests_during_a_run_answer_at_once_and_a_hung_run_is_reported(monkeyp
         return answer
 
     monkeypatch.setattr(health, "CHECKS", {"broker": check})
-    monkeypatch.setattr(health, "_last", None)
     monkeypatch.setattr(health, "HUNG_AFTER", 1.0)
     assert health.healthz(RequestFactory().get("/healthz")).status_code == 200
     monkeypatch.setattr(health, "_last", (time.monotonic() - 60, health._last[1]))  # long ago
