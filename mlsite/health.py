@@ -70,10 +70,10 @@ def _once_more_if_dropped(check: Callable[[], dict[str, Any]]) -> dict[str, Any]
 
 
 _checking = threading.Lock()
+_finished = threading.Condition()  # notified as each run ends
 _last: tuple[float, dict[str, dict[str, Any]]] | None = None  # (when it finished, results)
 _running_since = 0.0  # when the run under way began
 HUNG_AFTER = 10.0  # seconds: a run this long is reported, not waited for nor hidden
-FRESH_FOR = 1.0  # seconds: an answer this recent is given again rather than checked anew
 
 
 def checks_once_at_a_time() -> dict[str, dict[str, Any]]:
@@ -84,14 +84,11 @@ def checks_once_at_a_time() -> dict[str, dict[str, Any]]:
     /healthz is open to anyone, and each run holds its thread for the worker ping's whole
     timeout (longer while Redis does not answer) and makes every worker answer: a crowd of
     requests, one run each, tied up every web thread. A request after a run has ended starts
-    a fresh one, unless that run ended within FRESH_FOR."""
+    a fresh one. Those waiting for a first answer wait for a run to end, not for the lock: a
+    thread whose run had just ended took the free lock again for each next request, and they
+    could not get in (CI: 16 runs in a row)."""
     global _last, _running_since
-    last = _last
-    if last is not None and time.monotonic() - last[0] < FRESH_FOR:
-        # Else a thread whose run had just ended took the free lock for every next request
-        # and ran the checks back to back, while the requests waiting for a first answer
-        # could not get in (the test's crowd: 16 runs in a row).
-        return last[1]
+    asked = time.monotonic()
     if not _checking.acquire(blocking=False):
         last, running_for = _last, time.monotonic() - _running_since
         if last is not None and running_for < HUNG_AFTER:
@@ -99,12 +96,11 @@ def checks_once_at_a_time() -> dict[str, dict[str, Any]]:
         if last is not None:
             stuck = f"a run of the checks has not finished in {running_for:.0f} s"
             return {**last[1], "checks": {"ok": False, "detail": stuck}}
-        asked = time.monotonic()
-        with _checking:
-            last = _last
-        if last is not None and last[0] >= asked:  # it finished while this request waited
-            return last[1]
-        _checking.acquire()
+        with _finished:
+            if _finished.wait_for(lambda: _ended_since(asked), timeout=HUNG_AFTER):
+                return _last[1]  # type: ignore[index]  # _ended_since saw it set
+        stuck = f"the first run of the checks has not finished in {HUNG_AFTER:.0f} s"
+        return {"checks": {"ok": False, "detail": stuck}}
     try:
         _running_since = time.monotonic()
         checks = run_checks()
@@ -112,6 +108,12 @@ def checks_once_at_a_time() -> dict[str, dict[str, Any]]:
         return checks
     finally:
         _checking.release()
+        with _finished:
+            _finished.notify_all()
+
+
+def _ended_since(asked: float) -> bool:
+    return _last is not None and _last[0] >= asked
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
