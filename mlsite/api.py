@@ -4,6 +4,7 @@ for the API (400, 404, 411, 413, 500), and common permissions."""
 import ipaddress
 import logging
 import math
+import uuid
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -24,6 +25,7 @@ from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle, UserRateThrottle
 from rest_framework.views import APIView, exception_handler
 
+from . import broker
 from .errors import BodyTooLarge, DomainError
 from .parsers import StrictJSONParser
 
@@ -221,9 +223,16 @@ class PasswordRateThrottle(SimpleRateThrottle):
     """Password checks per client address, at LOGIN_THROTTLE_RATE: an API token, the admin's
     and the browsable API's sign-in count together. The API's own throttle (1000 a second)
     let anyone try passwords as fast as the server could check them, and the sign-in pages
-    had none."""
+    had none.
+
+    The count lives in Redis, so every web process and thread counts against one allowance
+    (in each process's own cache, a guesser had an allowance per process, and threads that
+    read the count at once were each let through). While Redis is away, each process counts
+    in its own cache.
+    """
 
     scope = "password"
+    _seconds_left: float | None = None
 
     def get_rate(self) -> str:
         return str(settings.LOGIN_THROTTLE_RATE)  # read per request: tests override it
@@ -233,6 +242,43 @@ class PasswordRateThrottle(SimpleRateThrottle):
             "scope": self.scope,
             "ident": _one_client(self.get_ident(request)),
         }
+
+    def allow_request(self, request: Request, view: APIView) -> bool:
+        key = PASSWORD_ATTEMPTS_KEY.format(_one_client(self.get_ident(request)))
+        limit, window = self.parse_rate(self.get_rate())
+        if limit is None or window is None:  # no rate, no throttle (DRF's own rule)
+            return True
+        now = self.timer()
+        try:
+            count_attempt = broker.client().register_script(COUNT_ATTEMPT)
+            seconds_left = count_attempt([key], [now, window, limit, f"{now}:{uuid.uuid4().hex}"])
+        except broker.UNAVAILABLE:
+            logger.warning("password throttle: Redis unavailable, counting in this process")
+            return super().allow_request(request, view)
+        self._seconds_left = None if seconds_left is None else float(seconds_left)
+        return self._seconds_left is None
+
+    def wait(self) -> float | None:
+        if self._seconds_left is not None:
+            return self._seconds_left
+        return super().wait()
+
+
+PASSWORD_ATTEMPTS_KEY = "mlsite:password-attempts:{}"  # noqa: S105 - a key, not a secret
+# One client's recent password checks, a sorted set of their times: trimmed to the window,
+# counted, and the attempt added in one step, or, past the allowance, the seconds until the
+# oldest leaves the window. Redis runs a script whole, so no two checks read the same count.
+COUNT_ATTEMPT = """
+    local key, now, window = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+    if redis.call('ZCARD', key) >= tonumber(ARGV[3]) then
+        local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2]
+        return tostring((tonumber(oldest) or now) + window - now)
+    end
+    redis.call('ZADD', key, now, ARGV[4])
+    redis.call('EXPIRE', key, math.ceil(window))
+    return false
+"""
 
 
 def _without_port(address: str) -> str:

@@ -5,6 +5,9 @@ import io
 import json
 import os
 import secrets
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -12,11 +15,16 @@ from urllib.parse import urlencode
 import pytest
 import redis
 from django.core.cache import cache
+from django.http import HttpRequest
 from django.test import Client, override_settings
 from django.utils import timezone
 from rest_framework.exceptions import ParseError
+from rest_framework.request import Request
 from rest_framework.test import APIClient
+from rest_framework.views import APIView
 
+from mlsite import broker
+from mlsite.api import PASSWORD_ATTEMPTS_KEY, PasswordRateThrottle
 from mlsite.parsers import StrictJSONParser
 from predictions.models import PredictionJob, Status
 from tests import processes
@@ -29,6 +37,21 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 def parse(text: str | bytes) -> object:
     raw = text.encode() if isinstance(text, str) else text
     return StrictJSONParser().parse(io.BytesIO(raw), "application/json", {})
+
+
+@pytest.fixture
+def fresh_password_allowance() -> Iterator[None]:
+    """No password checks counted yet: their log is in Redis, or in the cache while it is away."""
+
+    def forget() -> None:
+        cache.clear()
+        stored = broker.client()
+        for key in stored.scan_iter(PASSWORD_ATTEMPTS_KEY.format("*")):
+            stored.delete(key)
+
+    forget()
+    yield
+    forget()
 
 
 @pytest.mark.parametrize(
@@ -355,8 +378,7 @@ def test_list_filters_do_not_hide_a_job_at_its_own_address(query: str) -> None:
 
 @pytest.mark.django_db
 @override_settings(LOGIN_THROTTLE_RATE="3/minute")
-def test_guessing_passwords_at_the_token_endpoint_is_throttled() -> None:
-    cache.clear()  # the throttle's history lives in the cache
+def test_guessing_passwords_at_the_token_endpoint_is_throttled(fresh_password_allowance) -> None:
     make_user("victim")
     client = APIClient()
     for guess in ("a", "b", "c"):
@@ -365,19 +387,19 @@ def test_guessing_passwords_at_the_token_endpoint_is_throttled() -> None:
     right = client.post("/api/v1/auth/token/", {"username": "victim", "password": "pw-victim"})
     assert (right.status_code, right.json()["code"]) == (429, "throttled")
     assert int(right["Retry-After"]) > 0
-    cache.clear()
 
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("proxies", [0, 1])
-def test_behind_a_proxy_each_client_has_its_own_token_allowance(settings, proxies: int) -> None:
+def test_behind_a_proxy_each_client_has_its_own_token_allowance(
+    settings, fresh_password_allowance, proxies: int
+) -> None:
     # Every request comes from the proxy's address. Counted by it, one client's guesses
     # used up everyone's allowance; X-Forwarded-For is trusted only with PROXY_COUNT set
     # (with DRF's default, anyone could send a new one with each guess and never be counted).
     settings.LOGIN_THROTTLE_RATE = "2/minute"
     if proxies:  # what PROXY_COUNT=1 sets; 0 is the default
         settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": proxies}
-    cache.clear()
     make_user("victim")
     client = APIClient(REMOTE_ADDR="10.0.0.1")
 
@@ -389,7 +411,6 @@ def test_behind_a_proxy_each_client_has_its_own_token_allowance(settings, proxie
     guesser = [ask("203.0.113.7") for _ in range(2)]
     other = ask("198.51.100.2")
     guesser_disguised = ask("192.0.2.99")  # with no proxy, the guesser under another name
-    cache.clear()
     assert guesser == [400, 400]
     if proxies:
         assert (other, guesser_disguised) == (400, 400)  # each address its own allowance
@@ -400,10 +421,9 @@ def test_behind_a_proxy_each_client_has_its_own_token_allowance(settings, proxie
 @pytest.mark.django_db
 @pytest.mark.parametrize("page", ["/admin/login/", "/api-auth/login/"])
 def test_guessing_passwords_at_a_sign_in_page_is_throttled_with_the_token_endpoint(
-    settings, page: str
+    settings, fresh_password_allowance, page: str
 ) -> None:
     settings.LOGIN_THROTTLE_RATE = "3/minute"
-    cache.clear()
     make_user("victim", staff=True)
     client = Client()
     # Guesses at the token endpoint and at the page share one allowance per address.
@@ -412,7 +432,6 @@ def test_guessing_passwords_at_a_sign_in_page_is_throttled_with_the_token_endpoi
         answer = client.post(page, {"username": "victim", "password": guess})
         assert answer.status_code == 200  # the form again, saying the password was wrong
     right = client.post(page, {"username": "victim", "password": "pw-victim"})
-    cache.clear()
     assert right.status_code == 429
     assert "Too many sign-in attempts from this address" in right.content.decode()
     assert int(right["Retry-After"]) > 0
@@ -451,11 +470,10 @@ def test_a_session_users_oversized_upload_is_refused_before_its_body_is_read(
 
 @pytest.mark.django_db
 def test_an_ipv6_client_cannot_dodge_the_password_throttle_with_fresh_addresses(
-    settings,
+    settings, fresh_password_allowance
 ) -> None:
     # A host is commonly given a whole /64: one address per guess was a fresh allowance each.
     settings.LOGIN_THROTTLE_RATE = "2/minute"
-    cache.clear()
     make_user("victim")
 
     def ask(address: str) -> int:
@@ -465,9 +483,59 @@ def test_an_ipv6_client_cannot_dodge_the_password_throttle_with_fresh_addresses(
     same_host = [ask(f"2001:db8:1:2::{suffix}") for suffix in ("a", "b", "c")]
     other_network = ask("2001:db8:1:3::a")
     mapped = [ask(address) for address in ("::ffff:192.0.2.7", "192.0.2.7", "192.0.2.7")]
-    cache.clear()
     assert (same_host, other_network) == ([400, 400, 429], 400)
     assert mapped == [400, 400, 429]  # an IPv4 client, however written
+
+
+@pytest.mark.django_db
+def test_every_web_process_counts_against_one_password_allowance(
+    live_web: str, fresh_password_allowance
+) -> None:
+    # Each process counted in its own cache: a guesser had an allowance per web process
+    # (gunicorn's workers, each host's), spread over them by the kernel or a load balancer.
+    body = {"username": "nobody", "password": "guess"}
+    here = [APIClient().post("/api/v1/auth/token/", body).status_code for _ in range(30)]
+    host, port = live_web.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        headers = {"Content-Type": "application/json"}
+        conn.request("POST", "/api/v1/auth/token/", json.dumps(body), headers)
+        web = conn.getresponse()
+        assert set(here) == {400}  # the default allowance: 30 a minute
+        assert web.status == 429
+        assert int(web.headers["Retry-After"]) > 0
+    finally:
+        conn.close()
+
+
+def test_password_checks_at_once_are_each_counted(settings, fresh_password_allowance) -> None:
+    settings.LOGIN_THROTTLE_RATE = "5/minute"
+    request = HttpRequest()
+    request.META["REMOTE_ADDR"] = "198.51.100.9"
+    start = threading.Barrier(20)
+
+    def check(_: int) -> bool:
+        start.wait()
+        return PasswordRateThrottle().allow_request(Request(request), APIView())
+
+    with ThreadPoolExecutor(20) as pool:
+        allowed = list(pool.map(check, range(20)))
+    assert allowed.count(True) == 5
+
+
+@pytest.mark.django_db
+def test_while_redis_is_away_each_process_still_counts_password_checks(
+    fresh_password_allowance, settings
+) -> None:
+    settings.LOGIN_THROTTLE_RATE = "2/minute"
+    settings.REDIS_URL = f"redis://127.0.0.1:{processes.free_port()}/0"  # nothing listens
+    broker.client.cache_clear()
+    try:
+        body = {"username": "nobody", "password": "guess"}
+        answers = [APIClient().post("/api/v1/auth/token/", body).status_code for _ in range(3)]
+    finally:
+        broker.client.cache_clear()
+    assert answers == [400, 400, 429]
 
 
 @pytest.mark.parametrize(
