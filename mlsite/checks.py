@@ -23,3 +23,21 @@ def proxy_headers_believed(**kwargs: Any) -> list[CheckMessage]:
             id="mlsite.W001",
         )
     ]
+
+
+@register(Tags.security, deploy=True)
+def monitoring_open(**kwargs: Any) -> list[CheckMessage]:
+    """No METRICS_TOKEN: /metrics and /healthz's details are anyone's to read."""
+    if settings.METRICS_TOKEN:
+        return []
+    return [
+        Warning(
+            "METRICS_TOKEN is not set",
+            hint=(
+                "Without it anyone may read /metrics and what /healthz's checks found (worker "
+                "host names, errors naming hosts and ports); set it, and give Prometheus "
+                "`Authorization: Bearer <token>`."
+            ),
+            id="mlsite.W002",
+        )
+    ]

@@ -12,6 +12,7 @@ from django.http import HttpRequest, JsonResponse
 
 from . import broker
 from .celery import app as celery_app
+from .metrics import has_monitoring_token
 from .scheduler import HEARTBEAT_KEY
 
 BEAT_STALE_AFTER = 30  # seconds; beat ticks at least every 5 s
@@ -117,7 +118,13 @@ def _ended_since(asked: float) -> bool:
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
+    """The verdict and the failing parts for anyone (a load balancer's probe); what each check
+    found (worker host names, error messages naming hosts and ports) only for the bearer of
+    METRICS_TOKEN and signed-in staff, once METRICS_TOKEN is set."""
     checks = checks_once_at_a_time()
     failing = [name for name, result in checks.items() if not result["ok"]]
-    body = {"status": "fail" if failing else "ok", "failing": failing, "checks": checks}
+    body: dict[str, Any] = {"status": "fail" if failing else "ok", "failing": failing}
+    user = getattr(request, "user", None)
+    if has_monitoring_token(request) or (user is not None and user.is_staff):
+        body["checks"] = checks
     return JsonResponse(body, status=503 if failing else 200)

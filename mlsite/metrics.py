@@ -192,10 +192,16 @@ registry = CollectorRegistry(auto_describe=False)
 registry.register(QueueCollector())
 
 
-def metrics_view(request: HttpRequest) -> HttpResponse:
-    """The Prometheus exposition; with METRICS_TOKEN set, only for `Bearer <token>`."""
+def has_monitoring_token(request: HttpRequest) -> bool:
+    """Whether the request may read monitoring details: METRICS_TOKEN is not set, or the
+    request carries it as `Authorization: Bearer <token>`."""
     token = settings.METRICS_TOKEN
     offered = request.headers.get("Authorization", "").removeprefix("Bearer ")
-    if token and not hmac.compare_digest(offered.encode(), token.encode()):
+    return not token or hmac.compare_digest(offered.encode(), token.encode())
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """The Prometheus exposition; with METRICS_TOKEN set, only for `Bearer <token>`."""
+    if not has_monitoring_token(request):
         return HttpResponse("metrics need the METRICS_TOKEN bearer token\n", status=401)
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -137,16 +137,20 @@ def test_check_deploy_is_clean_with_production_settings() -> None:
         SECURE_HSTS_INCLUDE_SUBDOMAINS="1",
         SECURE_HSTS_PRELOAD="1",
         PROXY_COUNT="1",
+        METRICS_TOKEN=secrets.token_urlsafe(20),
     )
-    done = processes.run_python(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], env)
+    check = ["manage.py", "check", "--deploy", "--fail-level", "WARNING"]
+    done = processes.run_python(check, env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "no issues" in done.stdout
     # The same behind a TLS proxy it was not told of: every request would look like http.
-    done = processes.run_python(
-        ["manage.py", "check", "--deploy", "--fail-level", "WARNING"], {**env, "PROXY_COUNT": "0"}
-    )
+    done = processes.run_python(check, {**env, "PROXY_COUNT": "0"})
     assert done.returncode != 0
     assert "mlsite.W001" in done.stderr + done.stdout
+    # With monitoring open to anyone.
+    done = processes.run_python(check, {**env, "METRICS_TOKEN": ""})
+    assert done.returncode != 0
+    assert "mlsite.W002" in done.stderr + done.stdout
 
 
 def test_the_embedded_redis_listens_on_loopback_only(tmp_path: Path) -> None:

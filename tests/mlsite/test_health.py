@@ -1,13 +1,15 @@
 """/healthz in one process: what a crowd of requests costs."""
 
+import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.test import RequestFactory
+from django.test import Client, RequestFactory
 
 from mlsite import health
+from tests.base import make_user
 
 
 @pytest.fixture(autouse=True)
@@ -78,3 +80,27 @@ def test_requests_during_a_run_answer_at_once_and_a_hung_run_is_reported(monkeyp
     assert (during.status_code, waited < 1.0) == (200, True)
     assert hung.status_code == 503
     assert "a run of the checks has not finished in" in hung.content.decode()
+
+
+@pytest.mark.django_db
+def test_only_monitoring_sees_what_the_checks_found_once_a_token_is_set(
+    monkeypatch, settings
+) -> None:
+    # The checks name worker hosts and quote errors with hosts and ports: anyone's to read.
+    settings.METRICS_TOKEN = "s3cret"
+    found = {"ok": False, "error": "ConnectionError: Error 111 connecting to 10.0.0.5:6379."}
+    monkeypatch.setattr(health, "CHECKS", {"broker": lambda: found})
+    staff = Client()
+    staff.force_login(make_user("ops", staff=True))
+
+    def body(client: Client, **headers: str) -> dict:
+        answer = client.get("/healthz", **headers)
+        assert answer.status_code == 503
+        return json.loads(answer.content)
+
+    assert body(Client()) == {"status": "fail", "failing": ["broker"]}
+    assert body(Client(), HTTP_AUTHORIZATION="Bearer wrong") == body(Client())
+    assert body(Client(), HTTP_AUTHORIZATION="Bearer s3cret")["checks"] == {"broker": found}
+    assert body(staff)["checks"] == {"broker": found}
+    settings.METRICS_TOKEN = ""  # as before: open, with check --deploy's warning
+    assert body(Client())["checks"] == {"broker": found}
