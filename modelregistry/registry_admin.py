@@ -342,6 +342,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
     # Stage actions: each calls versions.promote and reports what happened.
 
     def _move_all(self, request: HttpRequest, selected: QuerySet[ModelVersion], stage: str) -> None:
+        count = selected.count()  # before the moves take them out of a "stage" filter's list
         moved = 0
         for version in selected.select_related("registered_model"):
             try:
@@ -351,7 +352,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
             except DomainError as exc:
                 self.message_user(request, str(exc), messages.WARNING)
         label = Stage(stage).label.lower()
-        self.message_user(request, f"Moved {moved} of {len(selected)} version(s) to {label}.")
+        self.message_user(request, f"Moved {moved} of {count} version(s) to {label}.")
 
     @admin.action(
         description="Promote to production (archives the current one)", permissions=["change"]

@@ -349,11 +349,12 @@ class TrainingRunAdmin(admin.ModelAdmin):
 
     @admin.action(description="Cancel selected runs", permissions=["cancel"])
     def cancel_selected(self, request: HttpRequest, runs: QuerySet[TrainingRun]) -> None:
+        selected = runs.count()  # before the cancel takes them out of a "status" filter's list
         cancelled = training_runs.cancel(runs, by=request.user.get_username())
-        skipped = len(runs) - cancelled
+        skipped = selected - cancelled
         why = f" {skipped} had already finished, so there was nothing to cancel." if skipped else ""
         level = messages.WARNING if skipped else messages.SUCCESS
-        self.message_user(request, f"Cancelled {cancelled} of {len(runs)} run(s).{why}", level)
+        self.message_user(request, f"Cancelled {cancelled} of {selected} run(s).{why}", level)
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, run: TrainingRun) -> SafeString:

@@ -183,10 +183,13 @@ class PredictionJobAdmin(admin.ModelAdmin):
 
     @admin.action(description="Cancel selected jobs", permissions=["change_jobs"])
     def cancel_selected(self, request: HttpRequest, jobs: QuerySet[PredictionJob]) -> None:
+        # Counted first: the selection is taken within the list's filters, so under "status:
+        # queued" the jobs just cancelled were no longer in it ("Cancelled 2 of 0 job(s)").
+        selected = jobs.count()
         cancelled = running.cancel(jobs)
-        skipped = len(jobs) - cancelled  # cancel leaves only jobs that had finished
+        skipped = selected - cancelled  # cancel leaves only jobs that had finished
         why = f" {skipped} had already finished, so there was nothing to cancel." if skipped else ""
-        self._report(request, f"Cancelled {cancelled} of {len(jobs)} job(s).{why}", skipped)
+        self._report(request, f"Cancelled {cancelled} of {selected} job(s).{why}", skipped)
 
     @admin.action(
         description="Retry selected failed or cancelled jobs", permissions=["change_jobs"]

@@ -433,3 +433,20 @@ def test_the_admins_view_site_link_goes_to_the_api_root(admin_client) -> None:
     page = admin_client.get("/admin/").content.decode()
     assert '<a href="/api/v1/">View site</a>' in page
     assert admin_client.get("/api/v1/").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("action", "label"),
+    [("move_to_staging", "staging"), ("demote", "none"), ("archive", "archived")],
+)
+def test_a_stage_action_on_a_filtered_list_counts_the_versions_selected(
+    admin_client, action: str, label: str
+) -> None:
+    version = make_version("iris", stage=Stage.PRODUCTION)
+    # Counted after the move, the selection within "stage: production" was empty.
+    response = admin_client.post(
+        f"{VERSIONS}?stage__exact=production",
+        {"action": action, "_selected_action": [version.pk]},
+        follow=True,
+    )
+    assert f"Moved 1 of 1 version(s) to {label}." in messages_of(response)

@@ -237,3 +237,15 @@ def test_cancel_selected_runs_cancels_the_unfinished_and_says_why_not_the_rest(
     done.refresh_from_db()
     assert (queued.status, queued.error) == (RunStatus.CANCELLED, "cancelled by boss")
     assert done.status == RunStatus.SUCCEEDED
+
+
+def test_cancel_on_a_list_filtered_to_queued_runs_counts_the_runs_selected(admin_client) -> None:
+    spec = make_training_spec()
+    queued = TrainingRun.objects.create(spec=spec, trigger=RunTrigger.ADMIN)
+    response = admin_client.post(
+        "/admin/modelregistry/trainingrun/?status__exact=queued",
+        {"action": "cancel_selected", "_selected_action": [queued.pk]},
+        follow=True,
+    )
+    page = response.content.decode()
+    assert "Cancelled 1 of 1 run(s)." in page and "had already finished" not in page

@@ -210,3 +210,20 @@ def test_rows_pasted_over_the_request_limit_are_a_413_that_names_it(admin_client
     assert answer.status_code == 413
     assert f"{len(rows) // 2:,}-byte limit; send large inputs as a file" in answer.content.decode()
     assert not PredictionJob.objects.exists()
+
+
+def test_cancel_on_a_list_filtered_to_queued_jobs_counts_the_jobs_selected(admin_client) -> None:
+    for _ in range(2):
+        admin_client.post(
+            ADD_URL, {"model_ref": "iris", "rows": json.dumps(iris_rows(1)), "priority": 5}
+        )
+    ids = [str(pk) for pk in PredictionJob.objects.values_list("pk", flat=True)]
+    # The action's jobs are the selection within the list's filter: counted after the
+    # cancel, they were none ("Cancelled 2 of 0 job(s). -2 had already finished").
+    answer = admin_client.post(
+        f"{LIST_URL}?status__exact=queued",
+        {"action": "cancel_selected", "_selected_action": ids},
+        follow=True,
+    )
+    page = answer.content.decode()
+    assert "Cancelled 2 of 2 job(s)." in page and "had already finished" not in page
