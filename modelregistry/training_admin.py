@@ -1,5 +1,6 @@
 """Admin screens for training: datasets, specs (retrain now, schedule, chart) and runs."""
 
+import json
 from typing import Any, cast
 
 from django import forms
@@ -108,6 +109,18 @@ class TrainingSpecForm(forms.ModelForm):
             "promotion_policy",
             "timezone",
         ]
+
+    def clean_params(self) -> Any:
+        params = self.cleaned_data["params"]
+        try:
+            # Django's JSON box reads 1e400 and Infinity as infinity (and NaN), which no
+            # database stores as JSON: the insert broke SQLite's JSON check, a 500.
+            json.dumps(params, allow_nan=False)
+        except ValueError:
+            raise forms.ValidationError(
+                "Params must be finite numbers: not NaN, Infinity or beyond a float (1e400)."
+            ) from None
+        return params
 
     def clean(self) -> dict[str, Any]:
         data = cast(dict[str, Any], super().clean())  # ModelForm.clean returns cleaned_data

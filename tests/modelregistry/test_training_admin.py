@@ -152,6 +152,34 @@ def test_the_spec_form_refuses_unknown_params(admin_client) -> None:
     assert not TrainingSpec.objects.exists()
 
 
+@pytest.mark.parametrize("params", ['{"C": 1e400}', '{"C": Infinity}'])
+def test_the_spec_form_refuses_params_no_database_stores_as_json(admin_client, params) -> None:
+    model = make_model("iris")
+    dataset = Dataset.objects.create(name="iris-builtin", builtin="iris")
+
+    # Django's JSON box read these as infinity, the estimator took it, and the insert broke
+    # the JSON check constraint: a 500 that lost the form.
+    response = admin_client.post(
+        "/admin/modelregistry/trainingspec/add/",
+        {
+            "name": "huge",
+            "registered_model": model.pk,
+            "dataset": dataset.pk,
+            "estimator": "logistic_regression",
+            "params": params,
+            "holdout_share": "0.2",
+            "seed": "0",
+            "primary_metric": "accuracy",
+            "promotion_policy": "if_better",
+            "timezone": "UTC",
+        },
+    )
+
+    assert response.status_code == 200
+    assert "Params must be finite numbers" in response.content.decode()
+    assert not TrainingSpec.objects.exists()
+
+
 def test_a_csv_dataset_must_contain_its_target_column(admin_client) -> None:
     upload = SimpleUploadedFile("data.csv", b"a,b\n1,2\n", content_type="text/csv")
 
