@@ -20,6 +20,8 @@ from . import inputs, running, submission
 from .models import BatchChunk, PredictionJob, Status
 
 PREVIEW_ROWS = 20
+CHANGE_JOBS = "predictions.change_predictionjob"
+CHANGE_JOBS_HELP = "changing others' jobs takes the “Can change prediction job” permission."
 STATUS_COLOURS: dict[str, str] = {
     Status.QUEUED: "#777",
     Status.RUNNING: "#2a6ebb",
@@ -178,37 +180,54 @@ class PredictionJobAdmin(admin.ModelAdmin):
         return False  # the job page is read-only; actions and the add form change jobs
 
     def has_change_jobs_permission(self, request: HttpRequest) -> bool:
-        """Who may cancel and retry: the page stays read-only, the permission still counts."""
-        return request.user.has_perm("predictions.change_predictionjob")
+        """Who may cancel and retry: staff who may change jobs, any job; staff who may submit
+        them, their own (the API lets every owner). The page stays read-only."""
+        user = request.user
+        return user.has_perm(CHANGE_JOBS) or user.has_perm("predictions.add_predictionjob")
 
     @admin.action(description="Cancel selected jobs", permissions=["change_jobs"])
     def cancel_selected(self, request: HttpRequest, jobs: QuerySet[PredictionJob]) -> None:
         # Counted first: the selection is taken within the list's filters, so under "status:
         # queued" the jobs just cancelled were no longer in it ("Cancelled 2 of 0 job(s)").
         selected = jobs.count()
+        jobs, why = self._own_unless_allowed(request, jobs)
+        allowed = jobs.count()
         cancelled = running.cancel(jobs)
-        skipped = selected - cancelled  # cancel leaves only jobs that had finished
-        why = f" {skipped} had already finished, so there was nothing to cancel." if skipped else ""
-        self._report(request, f"Cancelled {cancelled} of {selected} job(s).{why}", skipped)
+        finished = allowed - cancelled  # cancel leaves only jobs that had finished
+        if finished:
+            why += f" {finished} had already finished, so there was nothing to cancel."
+        self._report(request, f"Cancelled {cancelled} of {selected} job(s).{why}", why)
 
     @admin.action(
         description="Retry selected failed or cancelled jobs", permissions=["change_jobs"]
     )
     def retry_selected(self, request: HttpRequest, jobs: QuerySet[PredictionJob]) -> None:
+        selected = jobs.count()
+        jobs, why = self._own_unless_allowed(request, jobs)
         ended = jobs.filter(status__in=[Status.FAILED, Status.CANCELLED])
         purged = ended.filter(purged_at__isnull=False).count()
-        not_ended = len(jobs) - ended.count()
+        not_ended = jobs.count() - ended.count()
         retried = running.retry(jobs)
-        why = f" {not_ended} had not failed or been cancelled." if not_ended else ""
+        if not_ended:
+            why += f" {not_ended} had not failed or been cancelled."
         if purged:
             why += f" {purged} had their inputs deleted by result retention."
-        self._report(
-            request, f"Queued {retried} of {len(jobs)} job(s) again.{why}", len(jobs) - retried
-        )
+        self._report(request, f"Queued {retried} of {selected} job(s) again.{why}", why)
 
-    def _report(self, request: HttpRequest, message: str, skipped: int) -> None:
-        """A success, or a warning when some selected jobs were left as they were."""
-        self.message_user(request, message, messages.WARNING if skipped else messages.SUCCESS)
+    def _own_unless_allowed(
+        self, request: HttpRequest, jobs: QuerySet[PredictionJob]
+    ) -> tuple[QuerySet[PredictionJob], str]:
+        """The selected jobs this user may cancel or retry, and what was said of the rest."""
+        if request.user.has_perm(CHANGE_JOBS):
+            return jobs, ""
+        own = jobs.filter(owner_id=request.user.pk)
+        others = jobs.count() - own.count()
+        why = f" {others} belonged to someone else: {CHANGE_JOBS_HELP}" if others else ""
+        return own, why
+
+    def _report(self, request: HttpRequest, message: str, why: str) -> None:
+        """A success, or a warning saying why some selected jobs were left as they were."""
+        self.message_user(request, message, messages.WARNING if why else messages.SUCCESS)
 
     @admin.display(description="job", ordering="id")
     def short_id(self, job: PredictionJob) -> str:

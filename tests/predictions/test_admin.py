@@ -153,6 +153,35 @@ def test_staff_who_may_only_view_jobs_cannot_cancel_or_retry_them(admin_client) 
     assert job.status == Status.QUEUED
 
 
+def test_staff_who_submit_jobs_cancel_and_retry_their_own_but_not_others(admin_client) -> None:
+    submitter = with_permissions(
+        make_user("submitter", staff=True), "add_predictionjob", "view_predictionjob"
+    )
+    client = Client()
+    client.force_login(submitter)
+    for _ in range(2):
+        client.post(ADD_URL, {"model_ref": "iris", "rows": json.dumps(iris_rows(1)), "priority": 5})
+    admin_client.post(
+        ADD_URL, {"model_ref": "iris", "rows": json.dumps(iris_rows(1)), "priority": 5}
+    )
+    ids = [str(pk) for pk in PredictionJob.objects.values_list("pk", flat=True)]
+
+    # The API lets an owner cancel or retry their job; the admin offered them no action.
+    assert "cancel_selected" in client.get(LIST_URL).content.decode()
+    page = client.post(
+        LIST_URL, {"action": "cancel_selected", "_selected_action": ids}, follow=True
+    ).content.decode()
+    assert "Cancelled 2 of 3 job(s). 1 belonged to someone else" in page
+    statuses = dict(PredictionJob.objects.values_list("owner__username", "status").distinct())
+    assert statuses == {"submitter": Status.CANCELLED, "root": Status.QUEUED}
+
+    page = client.post(
+        LIST_URL, {"action": "retry_selected", "_selected_action": ids}, follow=True
+    ).content.decode()
+    assert "Queued 2 of 3 job(s) again. 1 belonged to someone else" in page
+    assert set(PredictionJob.objects.values_list("status", flat=True)) == {Status.QUEUED}
+
+
 def a_row(**values: object) -> str:
     return json.dumps([{**iris_rows(1)[0], **values}])
 
