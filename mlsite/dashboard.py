@@ -114,14 +114,27 @@ def next_beat_runs(now: datetime | None = None, count: int = 8) -> list[dict[str
         if task.one_off and task.total_run_count:
             continue
         try:
-            due_in = task.schedule.remaining_estimate(task.last_run_at or now)
+            due_in = task.schedule.remaining_estimate(_in_zone_of(task, task.last_run_at or now))
         except Exception:  # solar/clocked or a bad schedule: list it without a time
             logger.debug("no estimate for %s", task.name, exc_info=True)
             due_in = None
-        due = now + max(due_in, timedelta(0)) if due_in is not None else None
+        due = _to_the_second(now + max(due_in, timedelta(0))) if due_in is not None else None
         runs.append({"name": task.name, "task": task.task, "due": due, "last": task.last_run_at})
     runs.sort(key=lambda run: (run["due"] is None, run["due"] or now))
     return runs[:count]
+
+
+def _in_zone_of(task: PeriodicTask, at: datetime) -> datetime:
+    """`at` in the zone of the task's crontab, as beat's is_due reads it: given in UTC, a
+    crontab of 02:00 Europe/Paris was shown due at 02:00 UTC."""
+    zone = getattr(task.schedule, "tz", None)  # a crontab's; intervals have none
+    return at.astimezone(zone) if zone is not None else at
+
+
+def _to_the_second(at: datetime) -> datetime:
+    # The estimate counts from the schedule's own clock, read a moment after `now`: without
+    # rounding, a crontab due at 02:00:00 was shown due at 01:59:59.
+    return (at + timedelta(microseconds=500_000)).replace(microsecond=0)
 
 
 def last_hour(now: datetime | None = None) -> list[dict[str, Any]]:

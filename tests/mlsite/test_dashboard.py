@@ -3,13 +3,14 @@
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from celery import Celery
 from django.test import Client
 from django.utils import timezone
-from django_celery_beat.models import IntervalSchedule, PeriodicTask
+from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
 from mlsite import broker, charts, dashboard
 from mlsite.scheduler import HEARTBEAT_KEY
@@ -85,6 +86,23 @@ def test_the_dashboard_shows_jobs_queues_workers_beat_and_the_last_hour(
     assert "purge-expired-results" in html
     assert "<svg" in html and "1 finished" in html
     assert f'data-job="{running.pk}"' in html and "25%" in html
+
+
+def test_a_crontab_in_another_zone_is_due_at_its_own_hour(db) -> None:
+    paris = ZoneInfo("Europe/Paris")
+    nightly = CrontabSchedule.objects.create(minute="0", hour="2", timezone=paris)
+    PeriodicTask.objects.create(
+        name="Retrain iris", task="modelregistry.tasks.retrain", crontab=nightly
+    )
+    now = timezone.now()
+    today = datetime.combine(now.astimezone(paris).date(), datetime.min.time(), paris)
+    two_oclock = today.replace(hour=2)
+    expected = two_oclock if two_oclock > now else (today + timedelta(days=1)).replace(hour=2)
+
+    [run] = dashboard.next_beat_runs(now=now)
+
+    # Read as UTC, it was due an hour late, and a second early (01:59:59 for 02:00).
+    assert run["due"] == expected.astimezone(UTC)
 
 
 def test_the_dashboard_says_so_when_beat_is_not_ticking(as_staff: Client, own_redis) -> None:
