@@ -20,6 +20,10 @@ from .models import Dataset, RunStatus, RunTrigger, TrainingRun, TrainingSpec
 from .training_charts import metric_chart
 
 CHART_RUNS = 30
+SCHEDULE_REFUSED = (
+    "Scheduling takes the “Can add periodic task” permission of Periodic tasks "
+    "(django-celery-beat): ask an administrator for it."
+)
 STATUS_COLOURS: dict[str, str] = {
     RunStatus.QUEUED: "#777",
     RunStatus.RUNNING: "#1a6fb0",
@@ -179,6 +183,13 @@ class TrainingSpecAdmin(admin.ModelAdmin):
         ("History", {"fields": ["metric_history", "recent_runs"]}),
     ]
 
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None
+    ):
+        # "Schedule…" only for those it serves: others were sent to the admin's index.
+        extra_context = {**(extra_context or {}), "may_schedule": _may_schedule(request)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
     def get_urls(self) -> list[URLPattern]:
         own = [
             path(
@@ -292,10 +303,14 @@ class TrainingSpecAdmin(admin.ModelAdmin):
         spec = get_object_or_404(TrainingSpec.objects.select_related("periodic_task"), pk=spec_id)
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
-        allowed = request.user.has_perm("django_celery_beat.add_periodictask")
-        if not self.has_change_permission(request, spec) or not allowed:
+        if not self.has_change_permission(request, spec):
             self.message_user(request, "You may not schedule specs.", messages.ERROR)
             return HttpResponseRedirect(reverse("admin:index"))
+        if not _may_schedule(request):
+            self.message_user(request, SCHEDULE_REFUSED, messages.ERROR)
+            return HttpResponseRedirect(
+                reverse("admin:modelregistry_trainingspec_change", args=[spec.pk])
+            )
         existed = spec.periodic_task is not None
         try:
             task = scheduling.ensure_schedule(spec)
@@ -313,6 +328,11 @@ class TrainingSpecAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(
             reverse("admin:django_celery_beat_periodictask_change", args=[task.pk])
         )
+
+
+def _may_schedule(request: HttpRequest) -> bool:
+    """A schedule is a django-celery-beat periodic task, made if missing."""
+    return request.user.has_perm("django_celery_beat.add_periodictask")
 
 
 # --- runs ------------------------------------------------------------------------------

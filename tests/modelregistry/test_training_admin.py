@@ -127,6 +127,23 @@ def test_schedule_creates_the_beat_task_then_opens_it(admin_client) -> None:
     assert "02:00" in page
 
 
+def test_staff_who_may_not_add_beat_tasks_are_not_offered_schedule(admin_client) -> None:
+    spec = make_training_spec()
+    trainer = with_permissions(
+        make_user("trainer", staff=True), "view_trainingspec", "change_trainingspec"
+    )
+    client = Client()
+    client.force_login(trainer)
+
+    # The button was offered, and pressing it left the spec for the admin's index.
+    page = client.get(spec_url(spec)).content.decode()
+    assert "Retrain now</button>" in page and "Schedule…</button>" not in page
+    answer = client.post(spec_url(spec, "schedule/"), follow=True)
+    assert answer.redirect_chain[-1][0] == spec_url(spec)
+    assert "Scheduling takes the “Can add periodic task” permission" in answer.content.decode()
+    assert not PeriodicTask.objects.exists()
+
+
 def test_the_spec_form_refuses_unknown_params(admin_client) -> None:
     model = make_model("iris")
     dataset = Dataset.objects.create(name="iris-builtin", builtin="iris")
