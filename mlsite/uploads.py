@@ -7,9 +7,11 @@ Files land in FILE_UPLOAD_TEMP_DIR, inside the store (made by mlsite/apps.py), s
 one is a rename, not a copy.
 """
 
+from django import forms
 from django.core.files import uploadhandler
 
 BLOCK_BYTES = 1024 * 1024
+CHOOSE_AGAIN = "Choose the file again: a browser does not keep it when the form comes back."
 
 
 class MemoryFileUploadHandler(uploadhandler.MemoryFileUploadHandler):
@@ -22,3 +24,11 @@ class TemporaryFileUploadHandler(uploadhandler.TemporaryFileUploadHandler):
     """Larger files stream to a temporary file next to where they will be stored."""
 
     chunk_size = BLOCK_BYTES
+
+
+def ask_for_the_file_again(form: forms.BaseForm, field: str) -> None:
+    """After an error elsewhere on a form, say so on its file field: a browser never refills a
+    file input, so it came back silently empty, and fixing the other field alone was then
+    refused for a missing file."""
+    if form.errors and form.files.get(form.add_prefix(field)) and field not in form.errors:
+        form.add_error(field, CHOOSE_AGAIN)

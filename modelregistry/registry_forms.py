@@ -4,6 +4,7 @@ from typing import Any, cast
 
 from django import forms
 
+from mlsite import uploads
 from mlsite.errors import DomainError
 
 from . import versions
@@ -92,3 +93,7 @@ class UploadVersionForm(forms.ModelForm):
         except DomainError as exc:
             self.add_error("artifact_file", str(exc))
         return data
+
+    def full_clean(self) -> None:
+        super().full_clean()
+        uploads.ask_for_the_file_again(self, "artifact_file")

@@ -13,6 +13,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from mlsite import uploads
 from mlsite.errors import DomainError
 
 from . import scheduling, training, training_runs
@@ -68,6 +69,10 @@ class DatasetForm(forms.ModelForm):
             except training.BadDataset as exc:
                 _field_error(self, exc)
         return data
+
+    def full_clean(self) -> None:
+        super().full_clean()
+        uploads.ask_for_the_file_again(self, "file")
 
 
 @admin.register(Dataset)

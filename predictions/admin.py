@@ -13,7 +13,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django_celery_results.models import TaskResult
 
-from mlsite import parsers
+from mlsite import parsers, uploads
 from mlsite.errors import DomainError
 
 from . import inputs, running, submission
@@ -86,6 +86,10 @@ class SubmitJobForm(forms.ModelForm):
         except DomainError as exc:
             self.add_error(_form_field(exc.field), str(exc))
         return data
+
+    def full_clean(self) -> None:
+        super().full_clean()
+        uploads.ask_for_the_file_again(self, "upload")
 
 
 @admin.register(PredictionJob)

@@ -210,3 +210,25 @@ def test_the_dashboard_shows_the_stack_at_a_glance(page: Page, live_beat, live_w
     assert page.locator("#last-hour svg rect").count() == 4  # four distinct minutes
     expect(page.locator("#beat")).to_contain_text("purge-expired-results")
     save_docs_screenshot(page, "dashboard")
+
+
+def test_after_an_error_the_add_form_asks_for_the_file_again(page: Page, tmp_path: Path) -> None:
+    make_version("iris")
+    username = new_staff_user()
+    sign_in(page, username, staff_password(username))
+
+    page.goto("/admin/predictions/predictionjob/add/")
+    page.fill("#id_model_ref", "iris")
+    page.set_input_files("#id_upload", str(rows_csv(tmp_path / "rows.csv", 5)))
+    page.fill("#id_id_column", "row_idd")
+    page.click("input[name=_save]")
+    expect(page.locator(".field-id_column .errorlist")).to_contain_text("no id column 'row_idd'")
+
+    # A browser never refills a file input: the box was silently empty, and fixing the id
+    # column alone then said "Paste JSON rows or upload a file".
+    expect(page.locator(".field-upload .errorlist")).to_contain_text("Choose the file again")
+    assert page.input_value("#id_id_column") == "row_idd"
+    page.fill("#id_id_column", "row_id")
+    page.set_input_files("#id_upload", str(tmp_path / "rows.csv"))
+    page.click("input[name=_save]")
+    expect(page.locator("ul.messagelist")).to_contain_text("was added successfully")

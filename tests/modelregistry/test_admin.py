@@ -419,6 +419,8 @@ def test_a_new_model_name_that_exists_is_a_form_error_not_a_new_version(admin_cl
         "version to it, or pick another name." in response.content.decode()
     )
     assert [version.ref for version in ModelVersion.objects.all()] == ["iris2:1"]
+    # The artifact chosen is gone from the form that came back (no browser refills one).
+    assert "Choose the file again" in response.content.decode()
 
 
 def test_a_version_page_names_its_artifact_without_a_link_that_would_404(admin_client) -> None:
