@@ -424,7 +424,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
             return version
         try:
             moved = versions.promote(version, request.POST.get("stage", ""), user=_staff(request))
-            self.message_user(request, f"{moved.ref} is now {moved.get_stage_display().lower()}.")
+            # Not "iris:2 is now …": the admin capitalises a message's first letter.
+            self.message_user(request, f"Moved {moved.ref} to {moved.get_stage_display().lower()}.")
         except DomainError as exc:
             self.message_user(request, str(exc), messages.ERROR)
         return HttpResponseRedirect(reverse("admin:modelregistry_modelversion_change", args=[pk]))

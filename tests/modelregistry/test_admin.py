@@ -452,3 +452,10 @@ def test_a_stage_action_on_a_filtered_list_counts_the_versions_selected(
         follow=True,
     )
     assert f"Moved 1 of 1 version(s) to {label}." in messages_of(response)
+
+
+def test_a_stage_button_names_the_version_as_it_is_typed(admin_client) -> None:
+    version = make_version("iris", stage=Stage.NONE)
+    page = admin_client.post(f"{VERSIONS}{version.pk}/stage/", {"stage": "staging"}, follow=True)
+    # The admin capitalises a message's first letter: "Iris:1 is now staging." named no model.
+    assert "Moved iris:1 to staging." in page.content.decode()
