@@ -213,7 +213,8 @@ class TrainingSpecAdmin(admin.ModelAdmin):
     @admin.display(description="schedule")
     def schedule(self, spec: TrainingSpec) -> SafeString | str:
         if spec.periodic_task is None:
-            return "not scheduled: use “Schedule…”"
+            # The button is only there for staff who may add periodic tasks.
+            return "not scheduled (“Schedule…” above, for staff who may add periodic tasks)"
         url = reverse("admin:django_celery_beat_periodictask_change", args=[spec.periodic_task.pk])
         return format_html('<a href="{}">{}</a>', url, scheduling.describe(spec.periodic_task))
 
