@@ -71,6 +71,8 @@ class SubmitJobForm(forms.ModelForm):
             return data  # e.g. an empty file: its own error says so
         if bool(data.get("rows")) == bool(data.get("upload")):
             raise forms.ValidationError("Paste JSON rows or upload a file (one of the two).")
+        if "model_ref" in self.errors:
+            return data  # left blank: "This field is required." says so, not "'' is not a model"
         try:
             version = submission.usable_version(data.get("model_ref", ""))
             model = version.registered_model

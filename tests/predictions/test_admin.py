@@ -79,6 +79,14 @@ def test_a_bad_add_form_shows_the_error_and_creates_nothing(admin_client, form, 
     assert not PredictionJob.objects.exists()
 
 
+def test_a_model_left_blank_is_said_once(admin_client) -> None:
+    answer = admin_client.post(ADD_URL, {"model_ref": "", "rows": a_row(), "priority": 5})
+    page = answer.content.decode()
+    # Beside "This field is required.", the top of the form said "'' is not a model reference".
+    assert "This field is required." in page
+    assert "is not a model reference" not in page
+
+
 def test_the_list_and_job_page_show_progress_and_the_error(admin_client) -> None:
     admin_client.post(
         ADD_URL, {"model_ref": "iris", "rows": json.dumps(iris_rows(2)), "priority": 5}
