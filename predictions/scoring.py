@@ -34,6 +34,11 @@ class ScoringFailed(DomainError):
     http_status = 500
 
 
+class SeveralAnswersARow(ScoringFailed):
+    """The model answers several values a row (fitted on several targets): no row can be
+    scored, whatever its values, so score_rows does not look for the rows to blame."""
+
+
 @dataclass
 class Scores:
     """Predictions for n rows and, for classifiers, an n-by-classes probability matrix."""
@@ -107,7 +112,8 @@ def score_rows(
             scores = score(estimator, rows, with_probabilities, features)
         except ScoringFailed as exc:
             failed_calls += 1
-            if len(span) == 1 or failed_calls >= MAX_FAILED_CALLS:
+            unscorable = isinstance(exc, SeveralAnswersARow)
+            if len(span) == 1 or failed_calls >= MAX_FAILED_CALLS or unscorable:
                 failures.update(dict.fromkeys(span.tolist(), str(exc)))
             else:
                 half = len(span) // 2
@@ -155,16 +161,31 @@ def score(
     try:
         rows = _as_fitted(estimator, matrix, features)
         if not with_probabilities or not gives_probabilities(estimator):
-            return Scores(np.asarray(estimator.predict(rows)))
-        probabilities = np.asarray(_predict_proba(estimator, rows))
-        classes = list(estimator.classes_)
+            return Scores(_one_a_row(estimator.predict(rows)))
         if _predicts_by_argmax(estimator):
+            probabilities = np.asarray(_predict_proba(estimator, rows))
             predictions = np.asarray(estimator.classes_).take(probabilities.argmax(axis=1))
         else:
-            predictions = np.asarray(estimator.predict(rows))
-        return Scores(predictions, probabilities, classes)
+            predictions = _one_a_row(estimator.predict(rows))
+            probabilities = np.asarray(_predict_proba(estimator, rows))
+        return Scores(predictions, probabilities, list(estimator.classes_))
+    except SeveralAnswersARow:
+        raise
     except Exception as exc:  # an estimator may raise anything for inputs it cannot take
         raise ScoringFailed(f"the model could not score these rows: {exc}") from exc
+
+
+def _one_a_row(predictions: Any) -> np.ndarray:
+    """The predictions as one value a row; raises SeveralAnswersARow. A regressor fitted on a
+    one-column target (y as a DataFrame) answers an n-by-1 array: that is one a row."""
+    predictions = np.asarray(predictions)
+    values = int(np.prod(predictions.shape[1:]))
+    if values != 1:
+        raise SeveralAnswersARow(
+            f"the model answers {values} values a row (it was fitted on several targets); "
+            "only a model with one answer a row can be served"
+        )
+    return predictions.reshape(len(predictions))
 
 
 def _as_fitted(estimator: Any, matrix: np.ndarray, features: Sequence[str]) -> Any:

@@ -285,3 +285,47 @@ def test_a_micro_batchs_jobs_keep_a_short_lease_only_while_it_runs(monkeypatch) 
     settled = lease()
     time.sleep(0.5)  # two more beats: once it ended, nothing renews its jobs
     assert lease() == settled
+
+
+def test_a_multi_output_model_fails_its_own_jobs_and_not_its_micro_batch() -> None:
+    # Fitted on several targets, an estimator answers several values a row; the registry takes
+    # it (a classifier with predict), and its answer broke the finiteness check outside the
+    # scoring errors: every job of its micro-batch stayed running until its lease ran out.
+    data = load_iris()
+    forest = RandomForestClassifier(n_estimators=5, random_state=0)
+    make_version("iris-multi", estimator=forest.fit(data.data, np.c_[data.target, data.target]))
+    make_version()
+    multi = submit(2, "iris-multi")
+    jobs = [submit(1), multi, submit(3, offset=20)]
+    claimed = running.claim_many([(str(job.pk), str(uuid4())) for job in jobs])
+    for job in claimed:
+        job.task_id = PredictionJob.objects.get(pk=job.pk).task_id
+
+    running.score_jobs(claimed)
+
+    for job in jobs:
+        job.refresh_from_db()
+    assert (multi.status, multi.error_code) == (Status.FAILED, "scoring_failed")
+    assert "2 values a row" in multi.error_message, multi.error_message
+    assert [jobs[0].status, jobs[2].status] == [Status.SUCCEEDED, Status.SUCCEEDED]
+
+
+def test_a_batch_file_for_a_multi_output_model_fails_as_no_rows_scored() -> None:
+    data = load_iris()
+    forest = RandomForestClassifier(n_estimators=5, random_state=0)
+    make_version("iris-multi", estimator=forest.fit(data.data, np.c_[data.target, data.target]))
+    upload = SimpleUploadedFile("rows.csv", pd.DataFrame(iris_rows(4)).to_csv(index=False).encode())
+    batch = submission.submit_file(make_user(), "iris-multi", upload, size=upload.size)[0]
+
+    batching.start(batch.pk, "t")
+    for chunk_id in batch.chunks.values_list("pk", flat=True):
+        batching.score_chunk(chunk_id)
+
+    batch.refresh_from_db()
+    assert (batch.status, batch.error_code, batch.rows_failed) == (
+        Status.FAILED,
+        "no_rows_scored",
+        4,
+    )
+    errors = pd.read_csv(batch.error_file.path)["error"]
+    assert errors.str.contains("2 values a row").all(), errors.tolist()

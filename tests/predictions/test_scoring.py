@@ -5,6 +5,7 @@ import pytest
 from sklearn.datasets import make_classification
 from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsRegressor
 
 from predictions import scoring
 from tests import processes
@@ -95,6 +96,18 @@ def test_a_model_that_refuses_every_row_is_not_called_once_a_row() -> None:
     assert model.calls <= 2 * scoring.MAX_FAILED_CALLS
 
 
+def test_a_regressor_fitted_on_a_one_column_target_answers_one_value_a_row() -> None:
+    # y given as a one-column DataFrame: nearest neighbours then answer an n-by-1 array.
+    features, labels = _data()
+    model = KNeighborsRegressor().fit(features, labels.reshape(-1, 1).astype(float))
+
+    scored = scoring.score_rows(model, features[:7], with_probabilities=False)
+
+    assert scored.failures == {}
+    assert scored.scores.predictions.tolist() == model.predict(features[:7]).ravel().tolist()
+    assert scored.rows(0, 1) == [{"prediction": model.predict(features[:1])[0, 0]}]
+
+
 # A worker's process as it scores: a model fitted on a DataFrame, given arrays, then a model
 # that warns about something else.
 SCORE_IN_A_FRESH_PROCESS = """
@@ -104,6 +117,7 @@ import numpy as np
 import pandas as pd
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsRegressor
 
 from predictions import scoring
 
