@@ -23,6 +23,7 @@ from .models import (
     StageChange,
     TaskKind,
     VersionSource,
+    schema_problem,
 )
 
 NAME_MAX_LENGTH = 100  # RegisteredModel.name's max_length
@@ -287,6 +288,13 @@ def _model_for(
 
 def check_fits(model: RegisteredModel, inspection: artifacts.Inspection) -> None:
     """Raise unless the estimator's kind and features agree with the model's."""
+    # Names from a DataFrame the estimator was fitted on, held to the rules the admin's schema
+    # form applies: one starting with a space, say, could never match a CSV's stripped header.
+    problem = schema_problem(inspection.input_schema)
+    if problem:
+        raise FeatureMismatch(
+            f"the estimator's features cannot be a schema: {problem} Rename it and refit."
+        )
     if model.task_kind != inspection.task_kind:
         raise TaskKindMismatch(
             f"{model.name} is a {TaskKind(model.task_kind).label.lower()} model, but the "

@@ -85,3 +85,24 @@ def test_an_upload_meant_for_a_new_model_is_refused_when_the_name_exists(
     with pytest.raises(versions.ModelExists, match="'iris' exists already"):
         versions.upload("iris", artifact_bytes(iris_estimator()), new_model=True)
     assert RegisteredModel.objects.get(name="iris").versions.count() == 1
+
+
+@pytest.mark.django_db
+def test_an_estimator_whose_feature_names_no_schema_may_have_is_refused(
+    private_artifacts,
+) -> None:
+    # CSV header names are stripped, so " sepal_length" could never be a file's column: a
+    # schema taken from such an estimator made its model take JSON rows but refuse every CSV.
+    data = load_iris()
+    columns = [" sepal_length", *IRIS_FEATURES[1:]]
+    estimator = LogisticRegression(max_iter=500).fit(
+        pd.DataFrame(data.data, columns=columns), data.target
+    )
+    RegisteredModel.objects.create(name="manual4", task_kind=TaskKind.CLASSIFICATION)
+
+    for name in ("fresh", "manual4"):
+        with pytest.raises(versions.FeatureMismatch, match="starts or ends with a space"):
+            versions.upload(name, artifact_bytes(estimator))
+
+    assert not RegisteredModel.objects.filter(name="fresh").exists()
+    assert RegisteredModel.objects.get(name="manual4").input_schema == []
