@@ -10,6 +10,7 @@ import importlib
 import io
 import platform
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -50,6 +51,10 @@ class NoPredict(ArtifactRefused):
 
 class NotFitted(ArtifactRefused):
     code = "not_fitted"
+
+
+class TextFeatures(ArtifactRefused):
+    code = "text_features"
 
 
 class ArtifactTooLarge(TooLarge):
@@ -323,6 +328,36 @@ def check_estimator(estimator: Any) -> None:
         ) from None
     if not isinstance(getattr(estimator, "n_features_in_", None), int | np.integer):
         raise NotFitted(f"{type(estimator).__name__} does not record its feature count")
+    check_takes_numbers(estimator)
+
+
+def check_takes_numbers(estimator: Any) -> None:
+    """Raise TextFeatures when an encoder inside the estimator was fitted on text categories:
+    rows are sent as numbers, so it could score none (every job failed, in NumPy's words)."""
+    for part in _parts(estimator):
+        columns = getattr(part, "feature_names_in_", None)
+        for at, categories in enumerate(getattr(part, "categories_", None) or []):
+            texts = [repr(value) for value in categories if isinstance(value, str)]
+            if texts:
+                column = columns[at] if columns is not None else f"its column {at + 1}"
+                raise TextFeatures(
+                    f"{type(part).__name__} was fitted on text in {column} "
+                    f"({', '.join(texts[:3])}): features are sent as numbers, so it could "
+                    "score no row; encode the categories as numbers before fitting"
+                )
+
+
+def _parts(value: Any, depth: int = 0) -> Iterator[BaseEstimator]:
+    """The estimators in `value`, itself first: pipeline steps, a column transformer's fitted
+    transformers, ensemble members, the preprocessors estimators keep as attributes."""
+    if depth > 20:  # deeper than any real composition; a crafted artifact ends here
+        return
+    if isinstance(value, BaseEstimator):
+        yield value
+        value = list(vars(value).values())
+    if isinstance(value, list | tuple):
+        for item in value:
+            yield from _parts(item, depth + 1)
 
 
 def feature_names_of(estimator: Any) -> tuple[list[str], bool]:

@@ -37,6 +37,7 @@ REFUSALS: dict[str, type[DomainError]] = {
         artifacts.NotAnEstimator,
         artifacts.NoPredict,
         artifacts.NotFitted,
+        artifacts.TextFeatures,
         artifacts.ArtifactTooLarge,
     )
 }

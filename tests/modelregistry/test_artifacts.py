@@ -5,10 +5,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from sklearn.compose import ColumnTransformer
 from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from modelregistry import artifacts
 from modelregistry.models import ArtifactFormat, TaskKind
@@ -88,3 +90,39 @@ def test_own_types_can_be_allowed_in_settings(settings) -> None:
         artifacts.read_joblib(payload)
     settings.UNPICKLE_EXTRA_ALLOWED = ["collections.Counter"]
     assert artifacts.read_joblib(payload) == Counter(a=1)
+
+
+def _colours() -> tuple[pd.DataFrame, pd.Series]:
+    frame = pd.DataFrame(IRIS.data[:, :2], columns=IRIS_FEATURES[:2])
+    frame["colour"] = pd.Series(IRIS.target).map({0: "red", 1: "green", 2: "blue"})
+    return frame, pd.Series(IRIS.target)
+
+
+def _one_hot_pipeline(frame: pd.DataFrame, target: pd.Series) -> Pipeline:
+    encode = ColumnTransformer(
+        [("colour", OneHotEncoder(handle_unknown="ignore"), ["colour"])], remainder="passthrough"
+    )
+    return make_pipeline(encode, LogisticRegression(max_iter=500)).fit(frame, target)
+
+
+def _ordinal_forest(frame: pd.DataFrame, target: pd.Series) -> Pipeline:
+    encode = ColumnTransformer([("colour", OrdinalEncoder(), ["colour"])], remainder="passthrough")
+    forest = RandomForestClassifier(n_estimators=3, random_state=0)
+    return make_pipeline(encode, forest).fit(frame, target)
+
+
+@pytest.mark.parametrize("fit", [_one_hot_pipeline, _ordinal_forest])
+def test_an_estimator_fitted_on_text_categories_is_refused(fit) -> None:
+    # Features are sent to the model as numbers, so it could never score a row: every job
+    # failed with "ufunc 'isnan' not supported for the input types".
+    estimator = fit(*_colours())
+    with pytest.raises(artifacts.TextFeatures, match=r"text in colour \('"):
+        artifacts.inspect_artifact(artifact_bytes(estimator), "joblib")
+
+
+def test_an_estimator_encoding_categories_stored_as_numbers_is_accepted() -> None:
+    frame, target = _colours()
+    frame["colour"] = frame["colour"].map({"red": 0.0, "green": 1.0, "blue": 2.0})
+    estimator = _one_hot_pipeline(frame, target)
+    inspection = artifacts.inspect_artifact(artifact_bytes(estimator), "joblib")
+    assert inspection.feature_names == [*IRIS_FEATURES[:2], "colour"]

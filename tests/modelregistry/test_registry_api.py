@@ -15,8 +15,11 @@ import pytest
 from django.conf import settings
 from django.db import DatabaseError
 from rest_framework.test import APIClient
+from sklearn.compose import ColumnTransformer
 from sklearn.datasets import load_diabetes, load_iris
 from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import OneHotEncoder
 
 from modelregistry import artifacts, versions
 from modelregistry.models import ModelVersion, RegisteredModel, Stage, TaskKind
@@ -52,6 +55,12 @@ def _named(data: bytes, filename: str) -> io.BytesIO:
     buffer = io.BytesIO(data)
     buffer.name = filename
     return buffer
+
+
+def text_category_pipeline() -> Pipeline:
+    frame = pd.DataFrame({"colour": ["red", "blue", "red", "green"], "size": [1, 2, 3, 4]})
+    encode = ColumnTransformer([("colour", OneHotEncoder(), ["colour"])], remainder="passthrough")
+    return make_pipeline(encode, LogisticRegression()).fit(frame, [0, 1, 0, 1])
 
 
 def iris_frame_estimator() -> LogisticRegression:
@@ -186,6 +195,7 @@ def test_a_regressor_for_a_classification_model_is_refused(as_staff) -> None:
     [
         ({"not": "a model"}, "not_an_estimator"),
         (LogisticRegression(), "not_fitted"),
+        (text_category_pipeline(), "text_features"),  # rows are sent as numbers
     ],
 )
 def test_what_is_not_a_fitted_estimator_is_refused_as_json(as_staff, payload, code) -> None:
