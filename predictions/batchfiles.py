@@ -510,7 +510,8 @@ def _chunk_rows(table: pa.Table, features: Sequence[str], id_column: str) -> Chu
 
 def _ids(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     """The ids as text, and which were not UTF-8 (text mode reads them as bytes)."""
-    values = column.to_numpy(zero_copy_only=False)
+    # A null id (Parquet's) is an empty cell, as a CSV's empty one is: str(None) is "None".
+    values = column.fill_null("").to_numpy(zero_copy_only=False)
     bad = np.zeros(len(values), dtype=bool)
     if not pa.types.is_binary(column.type):
         return values, bad

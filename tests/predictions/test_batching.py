@@ -450,3 +450,27 @@ def test_parquet_integers_beyond_a_doubles_precision_are_scored_as_a_csvs_would_
     run_whole(as_csv)
     as_csv.refresh_from_db()
     assert pd.read_csv(job.result_file.path).equals(pd.read_csv(as_csv.result_file.path))
+
+
+def test_a_null_parquet_id_is_an_empty_cell_not_the_text_none(unsent_with_quick_retries) -> None:
+    # An id cell left empty in a CSV is an empty cell; in Parquet it is null, and Python's
+    # str(None) wrote it as "None", an id that a row may really have.
+    make_version()
+    columns = {name: pa.array([5.1, 6.3, 4.4]) for name in IRIS_FEATURES}
+    columns["petal_width"] = pa.array([0.2, 1.9, None])  # its row goes to the error file
+    columns["row_id"] = pa.array([None, "None", None], pa.string())
+    upload = io.BytesIO()
+    pq.write_table(pa.table(columns), upload)
+    parquet = SimpleUploadedFile("rows.parquet", upload.getvalue())
+    job, _ = submission.submit_file(
+        make_user(), "iris", parquet, size=parquet.size, id_column="row_id"
+    )
+
+    run_whole(job)
+
+    job.refresh_from_db()
+    assert (job.status, job.rows_done, job.rows_failed) == (Status.SUCCEEDED, 3, 1)
+    result = pd.read_csv(job.result_file.path, dtype=str, keep_default_na=False)
+    assert result["row_id"].tolist() == ["", "None"]
+    errors = pd.read_csv(job.error_file.path, dtype=str, keep_default_na=False)
+    assert errors[["row", "row_id"]].values.tolist() == [["3", ""]]
