@@ -69,12 +69,12 @@ def result_table(job: PredictionJob) -> pa.Table:
     if job.text_predictions:
         text.append("prediction")
     options = pa_csv.ConvertOptions(
-        # An id, or a text label, is text as it was sent ("007" is not 7); no cell is empty
-        # or a boolean.
+        # An id, or a text label, is text as it was sent ("007" is not 7); no cell is empty.
+        # Other labels are numbers or the booleans pyarrow wrote as true and false.
         column_types=dict.fromkeys(text, pa.string()) or None,
         null_values=[],
-        true_values=[],
-        false_values=[],
+        true_values=["true"],
+        false_values=["false"],
         strings_can_be_null=False,
     )
     return _read_back(job.result_file, options)

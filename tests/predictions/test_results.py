@@ -107,6 +107,24 @@ def test_a_batch_result_of_number_labels_gives_numbers() -> None:
     assert {type(value) for value in predictions} == {int}
 
 
+def test_a_batch_result_of_true_false_labels_gives_booleans_as_a_single_job_does() -> None:
+    # Written to CSV as true and false, they came back as the text "true" and "false": not
+    # the labels, nor a key of the probabilities ("True", "False"), as a single job gives them.
+    classes = np.array([False, True, True])
+    labelled_version(classes)
+    rows = spread_rows()
+    single = expected_labels(rows, classes)  # what a single job's outputs hold
+    assert set(single) == {False, True}
+
+    job = scored_batch(rows, IDS)
+    records = json.loads(download(job, "json"))
+    table = pd.read_parquet(io.BytesIO(download(job, "parquet")))
+
+    assert [record["prediction"] for record in records] == single
+    assert table["prediction"].tolist() == single
+    assert set(records[0]["probabilities"]) == {"False", "True"}
+
+
 def test_a_batch_csv_escapes_what_a_spreadsheet_would_run() -> None:
     labelled_version()
     job = scored_batch(spread_rows(), IDS)
