@@ -7,6 +7,7 @@ from typing import Any
 
 import kombu.exceptions
 import redis.exceptions
+from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
@@ -30,9 +31,15 @@ def check_broker() -> dict[str, Any]:
 
 
 def check_workers() -> dict[str, Any]:
-    replies = celery_app.control.ping(timeout=1.0)
-    names = sorted(name for reply in replies for name in reply)
-    return {"ok": bool(names), "workers": names}
+    """Some worker answers, and every queue has one: with the predict worker dead and the
+    batch worker alive, a ping any worker answered said "ok" while single jobs waited."""
+    replies = celery_app.control.inspect(timeout=1.0).active_queues() or {}
+    consumed = {queue["name"] for queues in replies.values() for queue in queues}
+    missing = [queue.name for queue in settings.CELERY_TASK_QUEUES if queue.name not in consumed]
+    result: dict[str, Any] = {"ok": bool(replies) and not missing, "workers": sorted(replies)}
+    if replies and missing:
+        result["queues_without_workers"] = missing
+    return result
 
 
 def check_beat() -> dict[str, Any]:

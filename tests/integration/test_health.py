@@ -79,3 +79,19 @@ def test_health_names_missing_workers_and_beat(private_redis) -> None:
         assert body["checks"]["database"]["ok"] and body["checks"]["broker"]["ok"]
     finally:
         processes.stop(web)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_health_names_a_queue_no_worker_consumes(private_redis) -> None:
+    # The predict worker dead and the batch worker alive: every single job waits in its queue
+    # for ever, and a check that any worker answered a ping said "ok".
+    port = processes.free_port()
+    with ExitStack() as stack:
+        web = processes.start_web(port, private_redis.url)
+        stack.callback(processes.stop, web)
+        worker = processes.start_worker(private_redis.url, queues=("batch", "training", "default"))
+        stack.callback(processes.stop, worker)
+        status, body = get_health(port)
+        assert status == 503
+        assert "workers" in body["failing"]
+        assert body["checks"]["workers"]["queues_without_workers"] == ["predict"]
