@@ -106,5 +106,11 @@ def score_batch_chunk(chunk_id: int) -> dict[str, Any]:
 @shared_task(acks_late=True, expires=settings.RECONCILE_INTERVAL, ignore_result=True)
 def reconcile_jobs() -> dict[str, int]:
     """Re-send what Redis forgot; re-run or fail what a dead worker held."""
-    outcome = reconcile.reconcile()
+    try:
+        outcome = reconcile.reconcile()
+    except OperationalError as exc:
+        # The database is away: the next pass, RECONCILE_INTERVAL seconds on, does it all
+        # again. Raised, it was an ERROR with a long traceback every pass of the outage.
+        logger.warning("reconciler skipped a pass: database unavailable (%s)", exc)
+        return {}
     return asdict(outcome)

@@ -1,6 +1,7 @@
 """The reconciler: resend what stayed queued, re-run or fail what a lost worker held (a job,
 a batch chunk)."""
 
+import logging
 from datetime import timedelta
 
 import pandas as pd
@@ -10,10 +11,11 @@ from django.test import override_settings
 from django.utils import timezone
 
 from mlsite import broker, sending
-from predictions import batching, reconcile, running, submission
+from predictions import batching, reconcile, running, submission, tasks
 from predictions.models import BatchChunk, ChunkStatus, PredictionJob, Status
 from tests.base import make_user
 from tests.builders import iris_rows, make_version
+from tests.outages import fails_at_call
 
 pytestmark = pytest.mark.django_db
 
@@ -244,3 +246,14 @@ def test_pending_chunks_the_broker_refused_to_take_again_are_sent_by_the_next_pa
         assert reconcile.reconcile(now=later(1)).chunks_resent == 0
     assert reconcile.reconcile(now=later(2)).chunks_resent == 2
     assert sorted(sent) == [[first], [second]]
+
+
+def test_a_pass_while_the_database_is_away_is_one_warning_line(monkeypatch, caplog) -> None:
+    # A database outage: the reconciler runs every RECONCILE_INTERVAL, and each pass was an
+    # ERROR with Celery's 70-line traceback, for what the next pass does again by design.
+    stale = fails_at_call(reconcile.stale_queued_jobs)
+    monkeypatch.setattr(reconcile, "stale_queued_jobs", stale)
+    tasks.reconcile_jobs()
+    [record] = [record for record in caplog.records if record.levelno >= logging.WARNING]
+    assert (record.levelname, record.exc_info) == ("WARNING", None)
+    assert "server closed the connection" in record.getMessage()

@@ -329,3 +329,12 @@ def test_a_batch_file_for_a_multi_output_model_fails_as_no_rows_scored() -> None
     )
     errors = pd.read_csv(batch.error_file.path)["error"]
     assert errors.str.contains("2 values a row").all(), errors.tolist()
+
+
+def test_a_lease_renewal_the_database_refused_is_one_warning_line(caplog) -> None:
+    # Every beat of every pool process while the database is away: a line each, not a traceback.
+    beats = Heartbeat("SINGLE_JOB_LEASE_SECONDS", fails_at_call(heartbeat.renew_jobs))
+    assert beats.renew([str(uuid4())]) == 0
+    [record] = caplog.records
+    assert (record.levelname, record.exc_info) == ("WARNING", None)
+    assert "server closed the connection" in record.getMessage()
