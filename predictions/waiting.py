@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any, cast
 from uuid import UUID
 
+from django.db import connection
 from django.db.models import Field
 
 from mlsite import broker, listening
@@ -118,11 +119,22 @@ def _apply(job: PredictionJob, state: dict[str, Any]) -> PredictionJob:
 
 
 def _reload(job: PredictionJob) -> PredictionJob:
+    _check_connection_again()
     return PredictionJob.objects.select_related("version__registered_model", "owner").get(pk=job.pk)
 
 
 def _status_of(job_id: UUID) -> str:
+    _check_connection_again()
     return PredictionJob.objects.filter(pk=job_id).values_list("status", flat=True).get()
+
+
+def _check_connection_again() -> None:
+    """Have the next query check the request's connection first, as Django does once at each
+    request's start (CONN_HEALTH_CHECKS), and open a new one if the server ended it: a wait
+    can outlast it (a restart, a failover, an idle timeout), and the job, committed before
+    the wait, was answered 503 "try again", which clients without an idempotency key did."""
+    if not connection.in_atomic_block:  # a connection a transaction holds is never swapped
+        connection.close_if_unusable_or_obsolete()
 
 
 class Waiter:

@@ -2,13 +2,16 @@
 
 import io
 
+import psycopg
 import pytest
-from django.db import OperationalError
+from django.db import OperationalError, connection
 from django.test import override_settings
 from rest_framework.test import APIClient
 
-from predictions import running, submission
+from mlsite import sending
+from predictions import running, submission, waiting
 from predictions.models import PredictionJob, Status
+from tests import processes
 from tests.base import make_user, with_permissions
 from tests.builders import IRIS_FEATURES, iris_rows, make_version
 
@@ -415,3 +418,36 @@ def test_a_version_number_is_ascii_digits_only(owner_client, ref) -> None:
     )
     assert error_of(answer)[:2] == (404, "unknown_model")
     assert PredictionJob.objects.count() == 0
+
+
+def end_backend(pid: int) -> None:
+    """End one PostgreSQL backend, as a restart, a failover or an idle timeout would."""
+    with psycopg.connect(processes.test_database_url(), autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s, 5000)", [pid])
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)  # the request's own connection, not a test transaction
+def test_a_wait_whose_connection_was_ended_meanwhile_still_answers_the_job(
+    owner_client, monkeypatch
+) -> None:
+    # The job is committed before the wait; a connection the server ended during it made the
+    # answer a 503 "try again", and a client without an idempotency key submitted it twice.
+    if connection.vendor != "postgresql":
+        pytest.skip("ends a PostgreSQL backend")
+    monkeypatch.setattr(sending, "publish", lambda *args, **kwargs: None)  # no worker
+    wait = waiting.wait_until_finished
+
+    def connection_ended_during(job: PredictionJob, seconds: float, **kwargs) -> PredictionJob:
+        end_backend(connection.connection.info.backend_pid)
+        return wait(job, seconds, **kwargs)
+
+    monkeypatch.setattr(waiting, "wait_until_finished", connection_ended_during)
+    answer = post_waiting(owner_client)
+    assert (answer.status_code, answer.json()["status"]) == (201, "queued")
+    assert PredictionJob.objects.count() == 1
+
+
+def post_waiting(client: APIClient) -> object:
+    body = {"model": "iris", "inputs": iris_rows(1)}
+    return client.post("/api/v1/jobs/?wait=0.2", body, format="json")
