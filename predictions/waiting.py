@@ -112,6 +112,7 @@ def _isoformat(value: datetime) -> str:
 
 
 def _apply(job: PredictionJob, state: dict[str, Any]) -> PredictionJob:
+    _check_connection_again()  # the answer may read the job's version and owner
     for name, value in state.items():
         field = cast(Field, PredictionJob._meta.get_field(name))
         setattr(job, name, field.to_python(value))

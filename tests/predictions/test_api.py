@@ -1,6 +1,8 @@
 """The jobs API without a worker: validation, permissions, idempotency, cancel and retry."""
 
 import io
+import json
+import threading
 
 import psycopg
 import pytest
@@ -451,3 +453,33 @@ def test_a_wait_whose_connection_was_ended_meanwhile_still_answers_the_job(
 def post_waiting(client: APIClient) -> object:
     body = {"model": "iris", "inputs": iris_rows(1)}
     return client.post("/api/v1/jobs/?wait=0.2", body, format="json")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_repeat_answered_by_an_announcement_after_its_connection_ended_still_answers(
+    owner_client, monkeypatch
+) -> None:
+    # The same key again: the first job, read without its version and owner, which the
+    # answer then reads, after a wait ended by the job's announcement.
+    if connection.vendor != "postgresql":
+        pytest.skip("ends a PostgreSQL backend")
+    monkeypatch.setattr(sending, "publish", lambda *args, **kwargs: None)  # no worker
+    body = {"model": "iris", "inputs": iris_rows(1), "idempotency_key": "k-ended"}
+    first = owner_client.post("/api/v1/jobs/", body, format="json").json()
+    finished = json.dumps([{"id": first["id"], "state": {"status": "succeeded"}}]).encode()
+    wait = waiting.wait_until_finished
+
+    def connection_ended_then_announced(job: PredictionJob, seconds: float, **kwargs) -> object:
+        backend = connection.connection.info.backend_pid
+
+        def during_the_wait() -> None:  # after the wait's own look at the row
+            end_backend(backend)
+            waiting._waiting.deliver(finished)
+
+        threading.Timer(0.5, during_the_wait).start()
+        return wait(job, seconds, **kwargs)
+
+    monkeypatch.setattr(waiting, "wait_until_finished", connection_ended_then_announced)
+    again = owner_client.post("/api/v1/jobs/?wait=5", body, format="json")
+    assert (again.status_code, again.json()["id"]) == (200, first["id"])
