@@ -5,6 +5,7 @@ import math
 import re
 from typing import IO, Any
 
+from django import forms
 from django.conf import settings
 from rest_framework import serializers
 from rest_framework.exceptions import ParseError
@@ -57,6 +58,29 @@ class StrictJSONField(serializers.JSONField):
         if not isinstance(data, str):
             self.fail("invalid")
         return parse_text(data)
+
+
+class StrictJSONFormField(forms.JSONField):
+    """The admin's JSON box (a model's schema, a spec's params), read as strictly as a body.
+
+    Django's own box caught only a JSONDecodeError: text nested a few thousand levels deep
+    was a RecursionError (a 500), and 1e400 or Infinity an infinity that broke the database's
+    JSON check on save (another).
+    """
+
+    def to_python(self, value: Any) -> Any:
+        if isinstance(value, str) and value not in self.empty_values and not self.disabled:
+            try:
+                parse_text(value)
+            except BadJSON as exc:
+                raise forms.ValidationError(str(exc.detail), code="invalid") from None
+        return super().to_python(value)
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        try:
+            return super().bound_data(data, initial)
+        except RecursionError:  # shown again as typed, as Django shows any invalid JSON
+            return forms.fields.InvalidJSONInput(data)
 
 
 def parse_text(text: str) -> Any:

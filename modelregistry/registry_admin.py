@@ -6,7 +6,7 @@ from typing import Any, cast
 
 from django.contrib import admin, messages
 from django.contrib.auth.models import User
-from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.db.models import Count, JSONField, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.loader import render_to_string
@@ -14,7 +14,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from mlsite import sending
+from mlsite import parsers, sending
 from mlsite.errors import DomainError
 
 from . import versions
@@ -80,6 +80,7 @@ class RegisteredModelAdmin(admin.ModelAdmin):
     ]
     list_filter = ["task_kind"]
     search_fields = ["name", "description"]
+    formfield_overrides = {JSONField: {"form_class": parsers.StrictJSONFormField}}
     actions = ["rollback_selected"]
     readonly_fields = ["metrics_of_all_versions", "created_by", "created_at"]
     fieldsets = [

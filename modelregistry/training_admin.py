@@ -1,6 +1,5 @@
 """Admin screens for training: datasets, specs (retrain now, schedule, chart) and runs."""
 
-import json
 from typing import Any, cast
 
 from django import forms
@@ -13,7 +12,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from mlsite import uploads
+from mlsite import parsers, uploads
 from mlsite.errors import DomainError
 
 from . import scheduling, training, training_runs
@@ -118,18 +117,7 @@ class TrainingSpecForm(forms.ModelForm):
             "promotion_policy",
             "timezone",
         ]
-
-    def clean_params(self) -> Any:
-        params = self.cleaned_data["params"]
-        try:
-            # Django's JSON box reads 1e400 and Infinity as infinity (and NaN), which no
-            # database stores as JSON: the insert broke SQLite's JSON check, a 500.
-            json.dumps(params, allow_nan=False)
-        except ValueError:
-            raise forms.ValidationError(
-                "Params must be finite numbers: not NaN, Infinity or beyond a float (1e400)."
-            ) from None
-        return params
+        field_classes = {"params": parsers.StrictJSONFormField}
 
     def clean(self) -> dict[str, Any]:
         data = cast(dict[str, Any], super().clean())  # ModelForm.clean returns cleaned_data

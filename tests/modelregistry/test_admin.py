@@ -299,6 +299,17 @@ def test_the_model_form_refuses_a_schema_rows_cannot_be_checked_against(
     assert model.input_schema == before
 
 
+def test_a_schema_nested_thousands_deep_is_a_form_error(admin_client) -> None:
+    # Django's JSON box let the decoder's RecursionError through: a 500.
+    deep = "[" * 5000 + "]" * 5000
+    response = admin_client.post(
+        f"{MODELS}add/", {"name": "deep", "task_kind": "classification", "input_schema": deep}
+    )
+    assert response.status_code == 200
+    assert "JSON parse error - maximum recursion depth" in response.content.decode()
+    assert not RegisteredModel.objects.filter(name="deep").exists()
+
+
 def test_a_model_without_versions_may_have_its_schema_edited_or_emptied(admin_client) -> None:
     model = make_model("manual")
     renamed = '[{"name": "a", "type": "number"}, {"name": "b", "type": "number"}]'
