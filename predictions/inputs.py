@@ -94,9 +94,22 @@ def check_file(model: RegisteredModel, upload: IO[bytes], size: int, id_column: 
         check_columns(features, _csv_columns(upload), id_column)
     else:
         schema = _parquet_schema(upload)
-        check_columns(features, schema.names, id_column)
+        index = pandas_index_columns(schema) - {*features, id_column}
+        check_columns(features, [name for name in schema.names if name not in index], id_column)
         check_parquet_types(features, schema, id_column)
     return file_format
+
+
+def pandas_index_columns(schema: pa.Schema) -> set[str]:
+    """The columns pandas wrote for a DataFrame's index (a filtered frame's row labels, say):
+    pandas reads them back as the index, not as data, so they are no unknown columns."""
+    try:
+        metadata = schema.pandas_metadata
+    except ValueError:  # metadata that is not JSON: no index of pandas'
+        return set()
+    index = metadata.get("index_columns") if isinstance(metadata, dict) else None
+    # A RangeIndex is stored as a dict, in no column.
+    return {name for name in index if isinstance(name, str)} if isinstance(index, list) else set()
 
 
 def check_columns(features: list[str], columns: list[str], id_column: str) -> None:

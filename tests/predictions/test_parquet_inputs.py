@@ -3,13 +3,16 @@
 import io
 from decimal import Decimal
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from rest_framework.test import APIClient
 
+from predictions import batching
+from predictions.models import PredictionJob, Status
 from tests.base import make_user
-from tests.builders import IRIS_FEATURES, make_version
+from tests.builders import IRIS_FEATURES, iris_rows, make_version
 
 
 def post_parquet(table: pa.Table, **fields: str):
@@ -66,3 +69,23 @@ def test_an_id_column_that_cannot_be_text_is_refused_at_upload() -> None:
     assert answer.status_code == 400, answer.content
     assert answer.json()["code"] == "bad_file"
     assert "row_id" in answer.json()["detail"]
+
+
+@pytest.mark.django_db
+def test_the_index_pandas_writes_for_a_filtered_frame_is_not_taken_for_a_column() -> None:
+    # df[df.x > 0].to_parquet() stores the row labels as __index_level_0__, which pandas reads
+    # back as the index; the file was refused for an unknown column.
+    make_version()
+    frame = pd.DataFrame(iris_rows(6), columns=IRIS_FEATURES)
+    table = pa.Table.from_pandas(frame.iloc[[0, 1, 4]])  # an index no range can describe
+    assert "__index_level_0__" in table.column_names
+
+    answer = post_parquet(table)
+
+    assert answer.status_code == 201, answer.content
+    job = PredictionJob.objects.get(pk=answer.json()["id"])
+    batching.start(job.pk, "t")
+    for chunk_id in job.chunks.values_list("pk", flat=True):
+        batching.score_chunk(chunk_id)
+    job.refresh_from_db()
+    assert (job.status, job.rows_done, job.rows_failed) == (Status.SUCCEEDED, 3, 0)
