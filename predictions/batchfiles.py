@@ -532,6 +532,9 @@ def _reason(table: pa.Table, features: Sequence[str], row: int) -> str | None:
         value = table.column(name)[row].as_py()
         if isinstance(value, bytes):
             value = value.decode("utf-8", "replace")
+        # float() also takes other scripts' digits and 1_000, which the file's parser does not.
+        if isinstance(value, str) and (not value.isascii() or "_" in value):
+            return f"{name} is not a number: {value[:50]!r}"
         try:
             number = float(value) if value not in (None, "") else None
         except (TypeError, ValueError):

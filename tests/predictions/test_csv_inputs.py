@@ -193,3 +193,20 @@ def test_a_nan_text_cell_is_reported_as_not_a_number(live_worker, cell: str) -> 
     [error] = read_csv(job.error_file)[1:]
     assert error[:2] == ["2", "b"]
     assert error[2].startswith("sepal_length is not a number: ")  # not "is empty"
+
+
+@pytest.mark.parametrize("cell", ["\uff11", "\u0663", "1_000"], ids=["fullwidth", "arabic", "_"])
+@pytest.mark.django_db(transaction=True)
+def test_a_cell_only_python_reads_as_a_number_is_reported_with_its_column(
+    live_worker, cell: str
+) -> None:
+    # float() takes other scripts' digits and underscores; the file's parser does not, so the
+    # row failed as "row cannot be scored", naming no column.
+    make_version()
+    content = f"{HEADER}\na,5.1,3.5,1.4,0.2\nb,6.3,{cell},5.0,1.9\n".encode()
+
+    job = upload_and_wait(content)
+
+    assert job.status == Status.SUCCEEDED, (job.error_code, job.error_message)
+    [error] = read_csv(job.error_file)[1:]
+    assert error == ["2", "b", f"sepal_width is not a number: {cell!r}"]
