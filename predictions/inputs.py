@@ -124,6 +124,8 @@ def check_columns(features: list[str], columns: list[str], id_column: str) -> No
         raise BadFile(f"file is missing column(s) {', '.join(missing)}", field="file")
     if id_column and id_column not in columns:
         raise BadFile(f"file has no id column {id_column!r}", field="id_column")
+    # A column with no name (a spreadsheet's trailing comma) holds no feature: it is ignored.
+    columns = [name for name in columns if name]
     extra = [name for name in columns if name not in features and name != id_column]
     if extra:
         unknown = f"file has unknown column(s) {', '.join(extra)}"

@@ -210,3 +210,20 @@ def test_a_cell_only_python_reads_as_a_number_is_reported_with_its_column(
     assert job.status == Status.SUCCEEDED, (job.error_code, job.error_message)
     [error] = read_csv(job.error_file)[1:]
     assert error == ["2", "b", f"sepal_width is not a number: {cell!r}"]
+
+
+@pytest.mark.parametrize(("quote", "ends"), [("", ","), ("", ",,"), ('"', ",,")])
+@pytest.mark.django_db(transaction=True)
+def test_columns_with_no_name_are_ignored_with_an_id_column_as_without(
+    live_worker, quote: str, ends: str
+) -> None:
+    # A spreadsheet's export often ends each line in a comma: a last column with no name. It
+    # was ignored without an id column, but with one refused as "unknown column(s) ".
+    make_version()
+    rows = [f"{quote}a{quote},5.1,3.5,1.4,0.2", f"{quote}b{quote},6.3,2.9,5.0,1.9"]
+    content = "".join(f"{line}{ends}\n" for line in [HEADER, *rows]).encode()
+
+    job = upload_and_wait(content)
+
+    assert job.status == Status.SUCCEEDED, (job.error_code, job.error_message)
+    assert [row[0] for row in read_csv(job.result_file)] == ["id", "a", "b"]
