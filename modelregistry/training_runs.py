@@ -113,16 +113,26 @@ def _outlived(now: datetime) -> datetime:
 
 def fail_stale_runs(spec_id: int | None, now: datetime) -> int:
     """Fail runs still marked running whose worker is gone: their lease lapsed (the process
-    stopped renewing it), or they outlived the task's hard time limit. All specs' for None."""
+    stopped renewing it), or they outlived the task's hard time limit; and runs still queued
+    that outlived it, whose message was lost (a worker that took it while the database was
+    away acknowledged it without running it; a Redis without persistence restarted): they
+    no longer hold their spec back (_queued_run), and nothing would ever run them.
+    All specs' for None."""
     lost = Q(lease_expires_at__lt=now) | Q(started_at__lt=_outlived(now))
     runs = TrainingRun.objects.filter(lost, status=RunStatus.RUNNING)
+    unstarted = TrainingRun.objects.filter(status=RunStatus.QUEUED, created_at__lt=_outlived(now))
     if spec_id is not None:
-        runs = runs.filter(spec_id=spec_id)
-    return runs.update(
+        runs, unstarted = runs.filter(spec_id=spec_id), unstarted.filter(spec_id=spec_id)
+    failed = runs.update(
         status=RunStatus.FAILED,
         finished_at=now,
         lease_expires_at=None,
         error="the worker running it stopped (killed, out of memory, or past the time limit)",
+    )
+    return failed + unstarted.update(
+        status=RunStatus.FAILED,
+        finished_at=now,
+        error="it never started: its message was lost (start the run again)",
     )
 
 

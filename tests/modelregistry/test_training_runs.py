@@ -256,6 +256,25 @@ def test_a_run_whose_worker_died_fails_a_lease_later_and_frees_the_spec(monkeypa
     assert training_runs.request_run(spec, RunTrigger.API).status == RunStatus.QUEUED
 
 
+@override_settings(TASK_TIME_LIMIT=60)
+def test_a_run_whose_message_was_lost_fails_instead_of_staying_queued(monkeypatch) -> None:
+    # A worker took its message while the database was away: storing the task's STARTED
+    # state failed before the task ran, and the message was acknowledged. Nothing would ever
+    # run it; the spec went free after the time limit, but the run said "queued" for ever.
+    monkeypatch.setattr(sending, "publish", lambda *args, **kwargs: None)  # the lost message
+    lost = training_runs.request_run(make_training_spec(), RunTrigger.API)
+    assert (
+        reconcile.reconcile(now=timezone.now() + timedelta(seconds=110)).training_runs_failed == 0
+    )
+
+    outcome = reconcile.reconcile(now=timezone.now() + timedelta(seconds=121))
+
+    lost.refresh_from_db()
+    assert (outcome.training_runs_failed, lost.status) == (1, RunStatus.FAILED)
+    assert "never started" in lost.error
+    assert not training_runs.claim(lost)  # a late copy of its message runs nothing
+
+
 def test_a_cancelled_running_fit_is_stopped_and_registers_nothing(live_worker) -> None:
     # 20,000 trees: minutes of fitting, unless the cancel stops it.
     spec = make_training_spec(
