@@ -122,6 +122,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "mlsite.unavailable.DatabaseUnavailableMiddleware",  # 503, not 500, while it is away
 ]
 
 ROOT_URLCONF = "mlsite.urls"
