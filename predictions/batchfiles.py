@@ -548,8 +548,11 @@ def _reason(table: pa.Table, features: Sequence[str], row: int) -> str | None:
     return None
 
 
+ROW = "row"  # a result's first column without an id column: the row's number, as errors give it
+
+
 def header(id_column: str, classes: Sequence[Any] | None) -> list[str]:
-    names = [id_column] if id_column else []
+    names = [id_column or ROW]
     names.append("prediction")
     names += [f"probability_{label}" for label in classes or []]
     return [escape_formula(name) for name in names]

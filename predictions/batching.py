@@ -280,7 +280,9 @@ def _score_into_part(chunk: BatchChunk) -> tuple[int, int]:
         scored = len(result.good)
         if scored:
             good = rows.good[result.good]
-            ids = rows.ids[good] if rows.ids is not None else None
+            # Without an id column, the row's number as the error file gives it: failed rows
+            # are left out, so a result lined up with its input by position went wrong after one.
+            ids = rows.ids[good] if rows.ids is not None else chunk.start_row + good + 1
             scores = result.scores
             batchfiles.write_part(
                 _part(directory, chunk.index), ids, scores.predictions, scores.probabilities, names

@@ -18,6 +18,7 @@ from mlsite.errors import Conflict, DomainError
 
 from ..batchfiles import (
     ESCAPED_STARTS,
+    ROW,
     empty_errors,
     error_header,
     escape_formula,
@@ -65,13 +66,13 @@ def result_table(job: PredictionJob) -> pa.Table:
     batch job's read back from its result file, ids as text and spreadsheet escapes undone."""
     if job.kind == Kind.SINGLE:
         return pa.Table.from_pylist([_flat(row) for row in job.outputs or []])
-    text = [escape_formula(job.id_column)] if job.id_column else []
+    # An id, or a text label, is text as it was sent ("007" is not 7); no cell is empty. Other
+    # labels are numbers or the booleans pyarrow wrote as true and false; row numbers, numbers.
+    types = {escape_formula(job.id_column): pa.string()} if job.id_column else {ROW: pa.int64()}
     if job.text_predictions:
-        text.append("prediction")
+        types["prediction"] = pa.string()
     options = pa_csv.ConvertOptions(
-        # An id, or a text label, is text as it was sent ("007" is not 7); no cell is empty.
-        # Other labels are numbers or the booleans pyarrow wrote as true and false.
-        column_types=dict.fromkeys(text, pa.string()) or None,
+        column_types=types,
         null_values=[],
         true_values=["true"],
         false_values=["false"],
@@ -149,8 +150,9 @@ def json_rows(job: PredictionJob) -> list[dict[str, Any]]:
     rows = []
     for record in frame.to_dict("records"):
         row = {"prediction": record["prediction"]}
-        if job.id_column:
-            row[job.id_column] = record[job.id_column]
+        identity = job.id_column or ROW
+        if identity in record:  # a result file from before row numbers has none
+            row[identity] = record[identity]
         if probability_columns:
             row["probabilities"] = {
                 name.removeprefix("probability_"): record[name] for name in probability_columns

@@ -159,7 +159,10 @@ RESULT_ROWS = {
             },
         },
         "required": ["prediction"],
-        "additionalProperties": {"description": "A batch job's id column, under its name."},
+        "additionalProperties": {
+            "description": "A batch job's id column, under its name; without one, `row`, the "
+            "input row's number as the job's error file numbers rows."
+        },
     },
 }
 OTHERS_JOB = OpenApiResponse(

@@ -397,7 +397,7 @@ def test_a_classifier_without_probabilities_gives_a_prediction_column_only() -> 
     job.refresh_from_db()
     assert (job.status, job.rows_done, job.rows_failed) == (Status.SUCCEEDED, 6, 0)
     result = pd.read_csv(job.result_file.path)
-    assert list(result.columns) == ["prediction"]
+    assert list(result.columns) == ["row", "prediction"]
     assert result["prediction"].tolist() == in_process_predictions(version, rows).tolist()
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import override_settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 from sklearn.datasets import load_iris
@@ -16,7 +17,7 @@ from sklearn.linear_model import LogisticRegression
 from predictions import batching, retention, running, submission
 from predictions.models import BatchChunk, PredictionJob
 from tests.base import make_user
-from tests.builders import IRIS_FEATURES, iris_rows, make_version
+from tests.builders import IRIS_FEATURES, in_process_predictions, iris_rows, make_version
 
 pytestmark = pytest.mark.django_db
 
@@ -40,10 +41,15 @@ def expected_labels(rows: list[dict[str, float]], labels: np.ndarray = LABELS) -
     return estimator.predict(np.array([[row[f] for f in IRIS_FEATURES] for row in rows])).tolist()
 
 
-def scored_batch(rows: list[dict[str, float]], ids: list[str]) -> PredictionJob:
-    text = pd.DataFrame({"key": ids, **pd.DataFrame(rows).to_dict("list")}).to_csv(index=False)
+def scored_batch(rows: list[dict[str, float]], ids: list[str] | None) -> PredictionJob:
+    """The rows scored as a CSV file, with `ids` as its id column "key" (None: no id column)."""
+    columns = pd.DataFrame(rows).to_dict("list")
+    text = pd.DataFrame(columns if ids is None else {"key": ids, **columns}).to_csv(index=False)
     upload = SimpleUploadedFile("rows.csv", text.encode())
-    job, _ = submission.submit_file(make_user(), "iris", upload, size=upload.size, id_column="key")
+    id_column = "" if ids is None else "key"
+    job, _ = submission.submit_file(
+        make_user(), "iris", upload, size=upload.size, id_column=id_column
+    )
     batching.start(job.pk, "t")
     for chunk_id in BatchChunk.objects.filter(job=job).values_list("pk", flat=True):
         batching.score_chunk(chunk_id)
@@ -86,6 +92,30 @@ def test_a_batch_result_gives_back_ids_and_labels_exactly_in_json_and_parquet(cl
     assert [record["prediction"] for record in records] == labels
     assert table["key"].tolist() == IDS
     assert table["prediction"].tolist() == labels
+
+
+@override_settings(BATCH_CHUNK_ROWS=3)
+def test_without_an_id_column_each_result_row_names_its_input_row() -> None:
+    # Failed rows are left out of the result: lined up with the input by position, every
+    # prediction after the first failed row was put beside the wrong input, and nothing said.
+    version = make_version()
+    rows = iris_rows(7)
+    for bad in (1, 4):
+        rows[bad]["petal_width"] = float("nan")
+    job = scored_batch(rows, ids=None)
+    assert (job.rows_done, job.rows_failed) == (7, 2)  # done counts the failed ones
+    kept = [0, 2, 3, 5, 6]
+
+    table = pd.read_parquet(io.BytesIO(download(job, "parquet")))
+    records = json.loads(download(job, "json"))
+    csv_rows = pd.read_csv(io.BytesIO(download(job, "csv")))["row"].tolist()
+    errors = pd.read_csv(job.error_file.path)["row"].tolist()
+
+    assert table["row"].tolist() == [record["row"] for record in records] == csv_rows
+    assert csv_rows == [at + 1 for at in kept]  # numbered as the error file numbers rows
+    assert errors == [2, 5]
+    expected = in_process_predictions(version, [rows[at] for at in kept])
+    assert table["prediction"].tolist() == expected.tolist()
 
 
 def test_an_id_longer_than_a_read_block_is_scored_and_given_back() -> None:
