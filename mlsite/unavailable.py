@@ -2,6 +2,7 @@
 traceback (the API answers so already, in mlsite.api)."""
 
 import logging
+from collections.abc import Callable
 
 from django.db import OperationalError
 from django.http import HttpRequest, HttpResponse
@@ -14,11 +15,11 @@ class DatabaseUnavailableMiddleware:
     refusing connections answers 503 with Retry-After, as the API does: a 500 said the site
     was broken, and logged some 60 lines of traceback per request for the whole outage."""
 
-    def __init__(self, get_response: object) -> None:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        return self.get_response(request)  # type: ignore[operator]
+        return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exc: Exception) -> HttpResponse | None:
         if not isinstance(exc, OperationalError):
