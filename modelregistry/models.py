@@ -7,6 +7,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 
 class TaskKind(models.TextChoices):
@@ -465,6 +466,12 @@ class TrainingRun(models.Model):
     error = models.TextField("error", blank=True, help_text="Why the run failed.")
     task_id = models.CharField("task id", max_length=255, blank=True, help_text="Celery task.")
     created_at = models.DateTimeField("created", auto_now_add=True, help_text="When queued.")
+    sent_at = models.DateTimeField(
+        "sent",
+        default=timezone.now,
+        help_text="When its message was last sent: one still queued a task time limit later "
+        "is sent again.",
+    )
     started_at = models.DateTimeField("started", null=True, blank=True, help_text="")
     finished_at = models.DateTimeField("finished", null=True, blank=True, help_text="")
     lease_expires_at = models.DateTimeField(

@@ -100,10 +100,9 @@ def running_run(spec_id: int, now: datetime | None = None) -> TrainingRun | None
 
 
 def _queued_run(spec_id: int) -> TrainingRun | None:
-    """A queued run that may still start: one queued longer than a task may run is taken for
-    lost (its message with it) and does not hold the spec back."""
-    queued = TrainingRun.objects.filter(spec_id=spec_id, status=RunStatus.QUEUED)
-    return queued.filter(created_at__gte=_outlived(timezone.now())).first()
+    """A queued run of the spec, which will start: the reconciler sends again the message of
+    one queued a task time limit (resend_unstarted_runs)."""
+    return TrainingRun.objects.filter(spec_id=spec_id, status=RunStatus.QUEUED).first()
 
 
 def _outlived(now: datetime) -> datetime:
@@ -113,27 +112,35 @@ def _outlived(now: datetime) -> datetime:
 
 def fail_stale_runs(spec_id: int | None, now: datetime) -> int:
     """Fail runs still marked running whose worker is gone: their lease lapsed (the process
-    stopped renewing it), or they outlived the task's hard time limit; and runs still queued
-    that outlived it, whose message was lost (a worker that took it while the database was
-    away acknowledged it without running it; a Redis without persistence restarted): they
-    no longer hold their spec back (_queued_run), and nothing would ever run them.
-    All specs' for None."""
+    stopped renewing it), or they outlived the task's hard time limit. All specs' for None."""
     lost = Q(lease_expires_at__lt=now) | Q(started_at__lt=_outlived(now))
     runs = TrainingRun.objects.filter(lost, status=RunStatus.RUNNING)
-    unstarted = TrainingRun.objects.filter(status=RunStatus.QUEUED, created_at__lt=_outlived(now))
     if spec_id is not None:
-        runs, unstarted = runs.filter(spec_id=spec_id), unstarted.filter(spec_id=spec_id)
-    failed = runs.update(
+        runs = runs.filter(spec_id=spec_id)
+    return runs.update(
         status=RunStatus.FAILED,
         finished_at=now,
         lease_expires_at=None,
         error="the worker running it stopped (killed, out of memory, or past the time limit)",
     )
-    return failed + unstarted.update(
-        status=RunStatus.FAILED,
-        finished_at=now,
-        error="it never started: its message was lost (start the run again)",
-    )
+
+
+def resend_unstarted_runs(now: datetime) -> int:
+    """Send again the message of each run still queued a task time limit after its last send;
+    how many were sent. The message may be lost (a worker that took it while the database was
+    away acknowledged it without running it; a Redis without persistence restarted), or only
+    waiting behind a long queue: a copy finds the run taken (claim), so either way it runs
+    once, and a run is never failed for having waited."""
+    sent = 0
+    for run in TrainingRun.objects.filter(status=RunStatus.QUEUED, sent_at__lt=_outlived(now)):
+        # Only one reconciler sends it: the one whose update still finds the last send's time.
+        unchanged = TrainingRun.objects.filter(
+            pk=run.pk, status=RunStatus.QUEUED, sent_at=run.sent_at
+        )
+        if unchanged.update(sent_at=now):
+            _send(run)
+            sent += 1
+    return sent
 
 
 def _renew(run_ids: list[str], until: datetime) -> int:

@@ -33,6 +33,7 @@ class Reconciled:
     chunks_requeued: int = 0
     chunks_resent: int = 0
     training_runs_failed: int = 0
+    training_runs_resent: int = 0
 
 
 def stale_queued_jobs(now: datetime) -> QuerySet[PredictionJob]:
@@ -105,6 +106,7 @@ def reconcile(*, now: datetime | None = None) -> Reconciled:
             outcome.chunks_requeued += batching.run_chunk_again(chunk, now)
     outcome.chunks_resent = _resend_chunks_if_broker_forgot()
     outcome.training_runs_failed = training_runs.fail_stale_runs(None, now)
+    outcome.training_runs_resent = training_runs.resend_unstarted_runs(now)
     if any(astuple(outcome)):
         logger.warning("reconciled jobs: %s", outcome)
     return outcome

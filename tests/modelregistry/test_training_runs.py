@@ -257,22 +257,26 @@ def test_a_run_whose_worker_died_fails_a_lease_later_and_frees_the_spec(monkeypa
 
 
 @override_settings(TASK_TIME_LIMIT=60)
-def test_a_run_whose_message_was_lost_fails_instead_of_staying_queued(monkeypatch) -> None:
+def test_a_run_still_queued_a_time_limit_after_its_send_is_sent_again(monkeypatch) -> None:
     # A worker took its message while the database was away: storing the task's STARTED
-    # state failed before the task ran, and the message was acknowledged. Nothing would ever
-    # run it; the spec went free after the time limit, but the run said "queued" for ever.
-    monkeypatch.setattr(sending, "publish", lambda *args, **kwargs: None)  # the lost message
-    lost = training_runs.request_run(make_training_spec(), RunTrigger.API)
-    assert (
-        reconcile.reconcile(now=timezone.now() + timedelta(seconds=110)).training_runs_failed == 0
-    )
+    # state failed before the task ran, and the message was acknowledged; the run said
+    # "queued" for ever. Failing it instead would fail runs only waiting behind a long queue.
+    sent = []
+    monkeypatch.setattr(sending, "publish", lambda *args, **kwargs: sent.append(kwargs))
+    spec = make_training_spec()
+    lost = training_runs.request_run(spec, RunTrigger.API)
+    later = timezone.now() + timedelta(seconds=110)
+    assert reconcile.reconcile(now=later).training_runs_resent == 0
 
-    outcome = reconcile.reconcile(now=timezone.now() + timedelta(seconds=121))
+    much_later = timezone.now() + timedelta(seconds=121)
+    outcomes = [reconcile.reconcile(now=much_later) for _ in range(2)]
 
     lost.refresh_from_db()
-    assert (outcome.training_runs_failed, lost.status) == (1, RunStatus.FAILED)
-    assert "never started" in lost.error
-    assert not training_runs.claim(lost)  # a late copy of its message runs nothing
+    assert [outcome.training_runs_resent for outcome in outcomes] == [1, 0]  # once a limit
+    assert [each["task_id"] for each in sent] == [lost.task_id] * 2
+    assert lost.status == RunStatus.QUEUED  # the copy will run it; its spec stays held
+    with pytest.raises(training_runs.TrainingInProgress):
+        training_runs.request_run(spec, RunTrigger.API)
 
 
 def test_a_cancelled_running_fit_is_stopped_and_registers_nothing(live_worker) -> None:
