@@ -44,7 +44,7 @@ def in_process(kind: str, source: Path, target: Path) -> tuple[float, np.ndarray
     probabilities = estimator.predict_proba(frame.to_numpy())
     predicted = time.perf_counter()
     predictions = estimator.classes_.take(probabilities.argmax(axis=1))
-    out = pd.DataFrame({"prediction": predictions})
+    out = pd.DataFrame({"row": np.arange(1, len(frame) + 1), "prediction": predictions})
     for i, label in enumerate(estimator.classes_):
         out[f"probability_{label}"] = probabilities[:, i]
     out.to_csv(target, index=False)

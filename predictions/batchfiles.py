@@ -578,7 +578,7 @@ def write_part(
     """The scored rows as header-less CSV, text cells escaped; written aside, then renamed."""
     columns: list[pa.Array] = []
     if ids is not None:
-        columns.append(pa.array([escape_formula(str(value)) for value in ids], pa.string()))
+        columns.append(_cell_column(ids))  # text ids escaped; row numbers, numbers
     columns.append(_cell_column(predictions))
     if probabilities is not None:
         columns += [pa.array(probabilities[:, i]) for i in range(probabilities.shape[1])]

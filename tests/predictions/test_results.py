@@ -108,12 +108,14 @@ def test_without_an_id_column_each_result_row_names_its_input_row() -> None:
 
     table = pd.read_parquet(io.BytesIO(download(job, "parquet")))
     records = json.loads(download(job, "json"))
-    csv_rows = pd.read_csv(io.BytesIO(download(job, "csv")))["row"].tolist()
+    csv_text = download(job, "csv")
+    csv_rows = pd.read_csv(io.BytesIO(csv_text))["row"].tolist()
     errors = pd.read_csv(job.error_file.path)["row"].tolist()
 
     assert table["row"].tolist() == [record["row"] for record in records] == csv_rows
     assert csv_rows == [at + 1 for at in kept]  # numbered as the error file numbers rows
     assert errors == [2, 5]
+    assert csv_text.splitlines()[1].startswith(b"1,")  # a number, not quoted text
     expected = in_process_predictions(version, [rows[at] for at in kept])
     assert table["prediction"].tolist() == expected.tolist()
 
