@@ -129,7 +129,9 @@ def _common(
 def _existing(owner: User, idempotency_key: str) -> PredictionJob | None:
     if not idempotency_key:
         return None
-    return PredictionJob.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
+    # With what its answer shows: no query after a wait, whose connection may have ended.
+    repeated = PredictionJob.objects.select_related("version__registered_model", "owner")
+    return repeated.filter(owner=owner, idempotency_key=idempotency_key).first()
 
 
 def _create(job: PredictionJob) -> tuple[PredictionJob, bool]:

@@ -11,13 +11,13 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 from uuid import UUID
 
-from django.db import connection
+from django.db import OperationalError, connection
 from django.db.models import Field
 
 from mlsite import broker, listening
@@ -25,6 +25,7 @@ from mlsite import broker, listening
 from .models import FINISHED, Kind, PredictionJob
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 CHANNEL = "mlsite:jobs-finished"
 # What a worker changes when it finishes a small job: the announcement carries these.
 FINAL_FIELDS = (
@@ -112,7 +113,6 @@ def _isoformat(value: datetime) -> str:
 
 
 def _apply(job: PredictionJob, state: dict[str, Any]) -> PredictionJob:
-    _check_connection_again()  # the answer may read the job's version and owner
     for name, value in state.items():
         field = cast(Field, PredictionJob._meta.get_field(name))
         setattr(job, name, field.to_python(value))
@@ -120,22 +120,27 @@ def _apply(job: PredictionJob, state: dict[str, Any]) -> PredictionJob:
 
 
 def _reload(job: PredictionJob) -> PredictionJob:
-    _check_connection_again()
-    return PredictionJob.objects.select_related("version__registered_model", "owner").get(pk=job.pk)
+    jobs = PredictionJob.objects.select_related("version__registered_model", "owner")
+    return _read(lambda: jobs.get(pk=job.pk))
 
 
 def _status_of(job_id: UUID) -> str:
-    _check_connection_again()
-    return PredictionJob.objects.filter(pk=job_id).values_list("status", flat=True).get()
+    status = PredictionJob.objects.filter(pk=job_id).values_list("status", flat=True)
+    return _read(status.get)
 
 
-def _check_connection_again() -> None:
-    """Have the next query check the request's connection first, as Django does once at each
-    request's start (CONN_HEALTH_CHECKS), and open a new one if the server ended it: a wait
-    can outlast it (a restart, a failover, an idle timeout), and the job, committed before
-    the wait, was answered 503 "try again", which clients without an idempotency key did."""
-    if not connection.in_atomic_block:  # a connection a transaction holds is never swapped
-        connection.close_if_unusable_or_obsolete()
+def _read(query: Callable[[], T]) -> T:
+    """The query's answer, asked once more on a new connection if the server ended the
+    request's (a restart, a failover, an idle timeout): a wait can outlast it, and the job,
+    committed before the wait, was answered 503 "try again", which clients without an
+    idempotency key did. A read only, and none inside a transaction, whose connection stays."""
+    try:
+        return query()
+    except OperationalError:
+        if connection.in_atomic_block:
+            raise
+        connection.close()
+        return query()
 
 
 class Waiter:

@@ -10,7 +10,6 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from django.conf import settings
-from django.core.files.storage import default_storage
 from django.db.models.fields.files import FieldFile
 from django.http import FileResponse, HttpResponse
 from rest_framework.renderers import BaseRenderer
@@ -86,15 +85,16 @@ def _read_back(stored: FieldFile, options: pa_csv.ConvertOptions) -> pa.Table:
     """One of our CSV files (a result or an error file) as a table, escapes undone."""
     # A handle of its own for each read: FieldFile.open() reopens the field's one file, which
     # a read-ahead thread of the failed first read could still be reading from (a lost header).
+    name = str(stored.name)
     try:
-        with default_storage.open(stored.name, "rb") as stream:
+        with stored.storage.open(name, "rb") as stream:
             table = pa_csv.read_csv(stream, convert_options=options)
     except pa.ArrowInvalid as exc:
         if not is_straddling(exc):
             raise
         # A line longer than pyarrow's block (a huge id): the file as one block.
         whole = pa_csv.ReadOptions(block_size=stored.size + 1)
-        with default_storage.open(stored.name, "rb") as stream:
+        with stored.storage.open(name, "rb") as stream:
             table = pa_csv.read_csv(stream, read_options=whole, convert_options=options)
     columns = [_unescaped(column) for column in table.columns]
     return pa.Table.from_arrays(columns, names=[unescape_formula(n) for n in table.column_names])

@@ -482,4 +482,5 @@ def test_a_repeat_answered_by_an_announcement_after_its_connection_ended_still_a
 
     monkeypatch.setattr(waiting, "wait_until_finished", connection_ended_then_announced)
     again = owner_client.post("/api/v1/jobs/?wait=5", body, format="json")
+    connection.close()  # the one the server ended: a server's next request starts anew
     assert (again.status_code, again.json()["id"]) == (200, first["id"])
