@@ -11,7 +11,6 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
-from django.db import OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.views import defaults
 from rest_framework.authtoken.views import ObtainAuthToken
@@ -28,6 +27,7 @@ from rest_framework.views import APIView, exception_handler
 from . import broker
 from .errors import BodyTooLarge, DomainError
 from .parsers import StrictJSONParser
+from .unavailable import is_outage
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ API_PREFIX = "/api/"
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    if isinstance(exc, OperationalError):
+    if is_outage(exc):
         # SQLite locked past its busy timeout, PostgreSQL restarting: the same request will
         # do once the database answers (a job submitted with an idempotency_key, once).
         logger.warning("database unavailable for an API request: %s", exc)

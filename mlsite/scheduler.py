@@ -4,7 +4,7 @@ import logging
 import time
 from typing import Any
 
-from django.db import DatabaseError
+from django.db import InterfaceError, OperationalError
 from django_celery_beat.schedulers import DatabaseScheduler
 
 from . import broker
@@ -25,7 +25,7 @@ class HeartbeatScheduler(DatabaseScheduler):
         it. A change is read at the next change or full sync once the database is back."""
         try:
             return super().all_as_schedule()
-        except DatabaseError as exc:
+        except (OperationalError, InterfaceError) as exc:  # away, not a schema to fix
             if self._schedule is None:  # starting up: nothing to keep
                 raise
             logger.warning("beat keeps its schedule: database unavailable (%s)", exc)

@@ -10,6 +10,20 @@ from django.http import HttpRequest, HttpResponse
 logger = logging.getLogger(__name__)
 
 
+# SQLite raises OperationalError for a schema the code does not match too (a release whose
+# migrations were not applied): a fault to show with its traceback, not an outage to wait out.
+SCHEMA_MISMATCH = ("no such table", "no such column", "has no column named")
+
+
+def is_outage(exc: Exception) -> bool:
+    """Whether the error says the database is away or busy (refusing connections, restarting,
+    locked past SQLite's busy timeout), so the same request will do shortly."""
+    if not isinstance(exc, OperationalError):
+        return False
+    message = str(exc)
+    return not any(mismatch in message for mismatch in SCHEMA_MISMATCH)
+
+
 class DatabaseUnavailableMiddleware:
     """An admin page, the dashboard or /metrics whose database is restarting, failing over or
     refusing connections answers 503 with Retry-After, as the API does: a 500 said the site
@@ -22,7 +36,7 @@ class DatabaseUnavailableMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exc: Exception) -> HttpResponse | None:
-        if not isinstance(exc, OperationalError):
+        if not is_outage(exc):
             return None
         logger.warning("database unavailable for %s: %s", request.path, exc)
         page = "The database is unavailable; try again shortly.\n"

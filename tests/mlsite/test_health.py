@@ -6,6 +6,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from django.db import OperationalError
 from django.test import Client, RequestFactory
 
 from mlsite import health
@@ -104,3 +105,25 @@ def test_only_monitoring_sees_what_the_checks_found_once_a_token_is_set(
     assert body(staff)["checks"] == {"broker": found}
     settings.METRICS_TOKEN = ""  # as before: open, with check --deploy's warning
     assert body(Client())["checks"] == {"broker": found}
+
+
+@pytest.mark.django_db
+def test_a_staff_session_gets_the_json_answer_while_the_database_is_away(
+    monkeypatch, settings
+) -> None:
+    # Whether the caller is staff is read through the session, from the database: with it
+    # away, a browser signed in to the admin got a text 503 instead of what is failing.
+    from django.contrib.sessions.backends.db import SessionStore
+
+    settings.METRICS_TOKEN = "s3cret"
+    monkeypatch.setattr(health, "CHECKS", {"database": lambda: {"ok": False}})
+    staff = Client()
+    staff.force_login(make_user("ops", staff=True))
+
+    def away(self: SessionStore) -> None:
+        raise OperationalError("the database system is starting up")
+
+    monkeypatch.setattr(SessionStore, "_get_session_from_db", away)
+    answer = staff.get("/healthz")
+    assert answer.status_code == 503
+    assert json.loads(answer.content) == {"status": "fail", "failing": ["database"]}
