@@ -64,8 +64,28 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser, live_web: str, request: pytest.FixtureRequest) -> Iterator[Page]:
+    yield from _page_on(live_web, browser, request)
+
+
+@pytest.fixture
+def page_on_a_new_web(
+    browser: Browser, request: pytest.FixtureRequest, django_db_blocker
+) -> Iterator[Page]:
+    """A page on a web process started for this test, for one that adds a row the shared web
+    process has added before: Django caches content type ids per process (the admin's history
+    names one), and the flush between tests gives the table new ones."""
+    port = processes.free_port()
+    with django_db_blocker.unblock():
+        web = processes.start_web(port)
+    try:
+        yield from _page_on(f"http://127.0.0.1:{port}", browser, request)
+    finally:
+        processes.stop(web)
+
+
+def _page_on(url: str, browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
     context = browser.new_context(
-        base_url=live_web, accept_downloads=True, viewport={"width": 1280, "height": 900}
+        base_url=url, accept_downloads=True, viewport={"width": 1280, "height": 900}
     )
     context.set_default_timeout(15_000)
     page = context.new_page()

@@ -212,7 +212,10 @@ def test_the_dashboard_shows_the_stack_at_a_glance(page: Page, live_beat, live_w
     save_docs_screenshot(page, "dashboard")
 
 
-def test_after_an_error_the_add_form_asks_for_the_file_again(page: Page, tmp_path: Path) -> None:
+def test_after_an_error_the_add_form_asks_for_the_file_again(
+    page_on_a_new_web: Page, tmp_path: Path
+) -> None:
+    page = page_on_a_new_web
     make_version("iris")
     username = new_staff_user()
     sign_in(page, username, staff_password(username))
