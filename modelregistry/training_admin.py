@@ -177,8 +177,12 @@ class TrainingSpecAdmin(admin.ModelAdmin):
     ]
 
     def change_view(
-        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None
-    ):
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
         # "Schedule…" only for those it serves: others were sent to the admin's index.
         extra_context = {**(extra_context or {}), "may_schedule": _may_schedule(request)}
         return super().change_view(request, object_id, form_url, extra_context)

@@ -7,7 +7,7 @@ from typing import Any
 from celery import shared_task
 from celery_batches import SimpleRequest
 from django.conf import settings
-from django.db import DatabaseError, OperationalError
+from django.db import DatabaseError, InterfaceError, OperationalError
 
 from . import batching, heartbeat, reconcile, running, taskresults
 from .microbatches import RecoverableBatches
@@ -108,7 +108,7 @@ def reconcile_jobs() -> dict[str, int]:
     """Re-send what Redis forgot; re-run or fail what a dead worker held."""
     try:
         outcome = reconcile.reconcile()
-    except OperationalError as exc:
+    except (OperationalError, InterfaceError) as exc:
         # The database is away: the next pass, RECONCILE_INTERVAL seconds on, does it all
         # again. Raised, it was an ERROR with a long traceback every pass of the outage.
         logger.warning("reconciler skipped a pass: database unavailable (%s)", exc)

@@ -150,10 +150,10 @@ def json_rows(job: PredictionJob) -> list[dict[str, Any]]:
         )
     frame = result_table(job).to_pandas()
     probability_columns = [name for name in frame.columns if name.startswith("probability_")]
+    identity = job.id_column or ROW
     rows = []
     for record in frame.to_dict("records"):
         row = {"prediction": record["prediction"]}
-        identity = job.id_column or ROW
         if identity in record:  # a result file from before row numbers has none
             row[identity] = record[identity]
         if probability_columns:
