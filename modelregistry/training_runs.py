@@ -100,9 +100,11 @@ def running_run(spec_id: int, now: datetime | None = None) -> TrainingRun | None
 
 
 def _queued_run(spec_id: int) -> TrainingRun | None:
-    """A queued run of the spec, which will start: the reconciler sends again the message of
-    one queued a task time limit (resend_unstarted_runs)."""
-    return TrainingRun.objects.filter(spec_id=spec_id, status=RunStatus.QUEUED).first()
+    """A queued run that may still start: one whose message went out within a task time limit
+    (the reconciler sends it again after that, resend_unstarted_runs). One sent longer ago,
+    with no reconciler to send it again, is taken for lost and does not hold the spec back."""
+    queued = TrainingRun.objects.filter(spec_id=spec_id, status=RunStatus.QUEUED)
+    return queued.filter(sent_at__gte=_outlived(timezone.now())).first()
 
 
 def _outlived(now: datetime) -> datetime:
