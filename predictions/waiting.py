@@ -133,11 +133,12 @@ def _read(query: Callable[[], T]) -> T:
     """The query's answer, asked once more on a new connection if the server ended the
     request's (a restart, a failover, an idle timeout): a wait can outlast it, and the job,
     committed before the wait, was answered 503 "try again", which clients without an
-    idempotency key did. A read only, and none inside a transaction, whose connection stays."""
+    idempotency key did. A read only, and none inside a transaction, whose connection stays;
+    a connection that still answers (SQLite locked past its busy timeout) raises at once."""
     try:
         return query()
     except OperationalError:
-        if connection.in_atomic_block:
+        if connection.in_atomic_block or connection.is_usable():
             raise
         connection.close()
         return query()
