@@ -8,6 +8,19 @@ import pytest
 from tests import processes
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """postgres_only tests, which need a server to end connections of, are left out of a run
+    on SQLite (deselected, as -m leaves tests out) and run in the PostgreSQL pass."""
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        return
+    elsewhere = [item for item in items if item.get_closest_marker("postgres_only")]
+    if elsewhere:
+        config.hook.pytest_deselected(items=elsewhere)
+        items[:] = [item for item in items if not item.get_closest_marker("postgres_only")]
+
+
 @pytest.fixture(scope="session")
 def live_worker(django_db_setup, django_db_blocker) -> Iterator[object]:
     """One real Celery worker process on every queue, for tests that only need it to run.

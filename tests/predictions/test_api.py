@@ -428,15 +428,13 @@ def end_backend(pid: int) -> None:
         admin.execute("SELECT pg_terminate_backend(%s, 5000)", [pid])
 
 
-@pytest.mark.postgres
+@pytest.mark.postgres_only  # ends the connection's server process
 @pytest.mark.django_db(transaction=True)  # the request's own connection, not a test transaction
 def test_a_wait_whose_connection_was_ended_meanwhile_still_answers_the_job(
     owner_client, monkeypatch
 ) -> None:
     # The job is committed before the wait; a connection the server ended during it made the
     # answer a 503 "try again", and a client without an idempotency key submitted it twice.
-    if connection.vendor != "postgresql":
-        pytest.skip("ends a PostgreSQL backend")
     monkeypatch.setattr(sending, "publish", lambda *args, **kwargs: None)  # no worker
     wait = waiting.wait_until_finished
 
@@ -455,15 +453,13 @@ def post_waiting(client: APIClient) -> object:
     return client.post("/api/v1/jobs/?wait=0.2", body, format="json")
 
 
-@pytest.mark.postgres
+@pytest.mark.postgres_only  # ends the connection's server process
 @pytest.mark.django_db(transaction=True)
 def test_a_repeat_answered_by_an_announcement_after_its_connection_ended_still_answers(
     owner_client, monkeypatch
 ) -> None:
     # The same key again: the first job, read without its version and owner, which the
     # answer then reads, after a wait ended by the job's announcement.
-    if connection.vendor != "postgresql":
-        pytest.skip("ends a PostgreSQL backend")
     monkeypatch.setattr(sending, "publish", lambda *args, **kwargs: None)  # no worker
     body = {"model": "iris", "inputs": iris_rows(1), "idempotency_key": "k-ended"}
     first = owner_client.post("/api/v1/jobs/", body, format="json").json()
