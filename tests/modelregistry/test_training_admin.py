@@ -10,7 +10,14 @@ from django.test import Client
 from django_celery_beat.models import PeriodicTask
 
 from modelregistry import scheduling
-from modelregistry.models import Dataset, RunStatus, RunTrigger, TrainingRun, TrainingSpec
+from modelregistry.models import (
+    Dataset,
+    RegisteredModel,
+    RunStatus,
+    RunTrigger,
+    TrainingRun,
+    TrainingSpec,
+)
 from tests.base import make_user, with_permissions
 from tests.builders import make_model, make_training_spec
 
@@ -144,24 +151,28 @@ def test_staff_who_may_not_add_beat_tasks_are_not_offered_schedule(admin_client)
     assert not PeriodicTask.objects.exists()
 
 
+def spec_form(model: RegisteredModel, dataset: Dataset, **fields: str) -> dict[str, object]:
+    """The spec add form's fields as a person fills them in, with `fields` typed over them."""
+    return {
+        "registered_model": model.pk,
+        "dataset": dataset.pk,
+        "estimator": "logistic_regression",
+        "holdout_share": "0.2",
+        "seed": "0",
+        "primary_metric": "accuracy",
+        "promotion_policy": "if_better",
+        "timezone": "UTC",
+        **fields,
+    }
+
+
 def test_the_spec_form_refuses_unknown_params(admin_client) -> None:
     model = make_model("iris")
     dataset = Dataset.objects.create(name="iris-builtin", builtin="iris")
 
     response = admin_client.post(
         "/admin/modelregistry/trainingspec/add/",
-        {
-            "name": "bad",
-            "registered_model": model.pk,
-            "dataset": dataset.pk,
-            "estimator": "logistic_regression",
-            "params": '{"Cee": 1}',
-            "holdout_share": "0.2",
-            "seed": "0",
-            "primary_metric": "accuracy",
-            "promotion_policy": "if_better",
-            "timezone": "UTC",
-        },
+        spec_form(model, dataset, name="bad", params='{"Cee": 1}'),
     )
 
     assert response.status_code == 200
@@ -187,18 +198,7 @@ def test_the_spec_form_refuses_params_no_database_stores_as_json(
     # insert broke the JSON check constraint; deep nesting was a RecursionError. Both a 500.
     response = admin_client.post(
         "/admin/modelregistry/trainingspec/add/",
-        {
-            "name": "huge",
-            "registered_model": model.pk,
-            "dataset": dataset.pk,
-            "estimator": "logistic_regression",
-            "params": params,
-            "holdout_share": "0.2",
-            "seed": "0",
-            "primary_metric": "accuracy",
-            "promotion_policy": "if_better",
-            "timezone": "UTC",
-        },
+        spec_form(model, dataset, name="huge", params=params),
     )
 
     assert response.status_code == 200

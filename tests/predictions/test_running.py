@@ -63,14 +63,18 @@ def test_a_micro_batch_claims_only_queued_jobs_once_each() -> None:
     assert running.claim_many(requests) == []  # the same messages again: nothing to do
 
 
-def test_scoring_a_micro_batch_gives_each_job_the_models_own_predictions() -> None:
-    first, second = make_version(), make_version("iris-b")
-    jobs = [submit(3, "iris", 0), submit(2, "iris-b", 50), submit(1, "iris", 100)]
+def score_as_one_micro_batch(jobs: list[PredictionJob]) -> None:
+    """Claim and score the jobs as a worker's micro-batch does, each under its own task id."""
     claimed = running.claim_many([(str(job.pk), str(uuid4())) for job in jobs])
     for job in claimed:
         job.task_id = PredictionJob.objects.get(pk=job.pk).task_id
-
     running.score_jobs(claimed)
+
+
+def test_scoring_a_micro_batch_gives_each_job_the_models_own_predictions() -> None:
+    first, second = make_version(), make_version("iris-b")
+    jobs = [submit(3, "iris", 0), submit(2, "iris-b", 50), submit(1, "iris", 100)]
+    score_as_one_micro_batch(jobs)
 
     for job, version, rows in [
         (jobs[0], first, iris_rows(3, 0)),
@@ -247,11 +251,7 @@ def test_a_job_the_model_cannot_answer_fails_alone_in_its_micro_batch() -> None:
     huge = dict.fromkeys(IRIS_FEATURES, 1.7e308)  # finite; the model's answer is NaN
     bad, _ = submission.submit_rows(make_user("u-huge"), "iris", [*iris_rows(1), huge])
     jobs = [submit(2), bad, submit(1, offset=9)]
-    claimed = running.claim_many([(str(job.pk), str(uuid4())) for job in jobs])
-    for job in claimed:
-        job.task_id = PredictionJob.objects.get(pk=job.pk).task_id
-
-    running.score_jobs(claimed)
+    score_as_one_micro_batch(jobs)
 
     for job in jobs:
         job.refresh_from_db()
@@ -297,11 +297,7 @@ def test_a_multi_output_model_fails_its_own_jobs_and_not_its_micro_batch() -> No
     make_version()
     multi = submit(2, "iris-multi")
     jobs = [submit(1), multi, submit(3, offset=20)]
-    claimed = running.claim_many([(str(job.pk), str(uuid4())) for job in jobs])
-    for job in claimed:
-        job.task_id = PredictionJob.objects.get(pk=job.pk).task_id
-
-    running.score_jobs(claimed)
+    score_as_one_micro_batch(jobs)
 
     for job in jobs:
         job.refresh_from_db()
