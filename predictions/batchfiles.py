@@ -31,7 +31,7 @@ from .models import FileFormat
 ESCAPED_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
 READ_BLOCK_BYTES = 8 * 1024 * 1024
 RANGE_BLOCK_BYTES = 1024 * 1024
-SCAN_BLOCK_BYTES = 8 * 1024 * 1024
+SCAN_BLOCK_BYTES = 1024 * 1024
 NEWLINE = ord("\n")
 CARRIAGE_RETURN = ord("\r")
 # A column put beside the features: why a line could not be read (null for a row that could).
@@ -67,16 +67,22 @@ def plan_csv_ranges(source: Path, rows_per_chunk: int, max_rows: int) -> CsvRang
     rows it parses. Raises TooManyRows (an upload is at most MAX_UPLOAD_BYTES, so the whole
     file is counted first).
     """
+    # One block and one mask, filled again for each block: a fresh pair every 8 MiB cost
+    # half of the scan in page faults, more on this VM, whose host takes back freed memory.
+    block = bytearray(SCAN_BLOCK_BYTES)
+    raw = np.frombuffer(block, np.uint8)
+    mask = np.empty(SCAN_BLOCK_BYTES, dtype=bool)
     with open(source, "rb") as stream:
         columns = csv_header_names(stream.readline())
         chunk_start = position = stream.tell()
         ranges: list[ByteRange] = []
         rows = chunk_first_row = 0
-        last_byte = b"\n"
-        while block := stream.read(SCAN_BLOCK_BYTES):
-            if b'"' in block:
+        last_byte = NEWLINE
+        while size := stream.readinto(block):
+            if block.find(b'"', 0, size) != -1:
                 return None
-            newlines = np.frombuffer(block, np.uint8) == NEWLINE  # twice as fast as bytes.count
+            # Twice as fast as bytes.count.
+            newlines = np.equal(raw[:size], NEWLINE, out=mask[:size])
             count = int(np.count_nonzero(newlines))
             if rows + count - chunk_first_row >= rows_per_chunk:
                 ends = np.flatnonzero(newlines) + position + 1
@@ -86,10 +92,10 @@ def plan_csv_ranges(source: Path, rows_per_chunk: int, max_rows: int) -> CsvRang
                     ranges.append(ByteRange(chunk_start, stop, chunk_first_row, rows + line))
                     chunk_start, chunk_first_row = stop, rows + line
             rows += count
-            position += len(block)
-            last_byte = block[-1:]
+            position += size
+            last_byte = block[size - 1]
     if position > chunk_start:  # the lines after the last cut
-        rows += last_byte != b"\n"  # a last line without a newline
+        rows += last_byte != NEWLINE  # a last line without a newline
         ranges.append(ByteRange(chunk_start, position, chunk_first_row, rows))
     if rows > max_rows:
         raise TooManyRows(f"file has more than {max_rows} rows", field="file")
@@ -616,12 +622,27 @@ def _aside(path: Path) -> Path:
 def concatenate(target: Path, names: Sequence[str], parts: Sequence[Path]) -> None:
     """One CSV: the header line, then each part's bytes in order (no parsing)."""
     partial = target.with_suffix(".tmp")
-    with open(partial, "wb") as out:
+    with open(partial, "wb", buffering=0) as out:
         out.write(_csv_line(names).encode("utf-8"))
         for part in parts:
-            with open(part, "rb") as stream:
-                shutil.copyfileobj(stream, out, 4 * 1024 * 1024)
+            with open(part, "rb", buffering=0) as stream:
+                _append(stream, out)
     os.replace(partial, target)
+
+
+def _append(source: io.FileIO, target: io.FileIO) -> None:
+    """The rest of `source` written on at `target`'s position, copied by the kernel
+    (copy_file_range): half the time of a copy through Python's buffers (a 48 MB result,
+    bench/). A plain copy where the system or the filesystem has no such call."""
+    copy_file_range = getattr(os, "copy_file_range", None)  # Linux only
+    if copy_file_range is not None:
+        left = os.fstat(source.fileno()).st_size - source.tell()
+        try:
+            while left > 0 and (copied := copy_file_range(source.fileno(), target.fileno(), left)):
+                left -= copied
+        except OSError:  # EXDEV, ENOSYS, EINVAL: both positions are where the copy stopped
+            pass
+    shutil.copyfileobj(source, target, 4 * 1024 * 1024)  # what is left, if anything
 
 
 def _csv_line(cells: Sequence[str]) -> str:

@@ -1,6 +1,8 @@
 """Batch jobs as plain functions: plan chunks, score them, cancel between them, merge once."""
 
+import errno
 import io
+import os
 import time
 from datetime import timedelta
 
@@ -295,6 +297,32 @@ def test_plain_csv_ranges_are_whole_lines_that_cover_the_file_once(
         len(plan.ranges) - 1
     )
     assert plan.rows == len(lines) + (ending == "\n\n")  # a blank line counts until parsed
+
+
+@pytest.mark.parametrize("kernel", ["copies", "refuses part-way", "has no copy_file_range"])
+def test_a_merged_file_is_the_header_then_each_part_in_order(tmp_path, monkeypatch, kernel) -> None:
+    parts = []
+    for index in range(3):
+        parts.append(tmp_path / f"{index:06d}.csv")
+        parts[-1].write_bytes(f"{index},a\n{index},b\n".encode() * 1000)
+    if kernel == "refuses part-way":  # another filesystem (EXDEV), after a first piece
+        copy_file_range = os.copy_file_range
+        pieces = []
+
+        def one_piece_then_refuse(source: int, target: int, count: int) -> int:
+            if pieces:
+                raise OSError(errno.EXDEV, "Invalid cross-device link")
+            pieces.append(count)
+            return copy_file_range(source, target, 10)
+
+        monkeypatch.setattr(os, "copy_file_range", one_piece_then_refuse)
+    elif kernel == "has no copy_file_range":  # not Linux
+        monkeypatch.delattr(os, "copy_file_range")
+    merged = tmp_path / "result.csv"
+
+    batchfiles.concatenate(merged, ["id", "prediction"], parts)
+
+    assert merged.read_bytes() == b"id,prediction\n" + b"".join(p.read_bytes() for p in parts)
 
 
 def test_a_csv_with_quotes_is_not_cut_by_lines(tmp_path) -> None:
