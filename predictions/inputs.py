@@ -91,7 +91,9 @@ def check_file(model: RegisteredModel, upload: IO[bytes], size: int, id_column: 
     file_format = file_format_of(getattr(upload, "name", "") or "")
     features = model.feature_names
     if file_format == FileFormat.CSV:
-        check_columns(features, _csv_columns(upload), id_column)
+        header = _csv_columns(upload)
+        _check_delimiter(features, header)
+        check_columns(features, header, id_column)
     else:
         schema = _parquet_schema(upload)
         index = pandas_index_columns(schema) - {*features, id_column}
@@ -187,6 +189,26 @@ def _csv_columns(upload: IO[bytes]) -> list[str]:
     if not header:
         raise BadFile("CSV file is empty or has no header row", field="file")
     return header
+
+
+# What spreadsheets write between fields where a comma is the decimal mark, and tab-separated
+# exports: such a header reads as one column named after all of them.
+OTHER_DELIMITERS = {";": "semicolons", "\t": "tabs"}
+
+
+def _check_delimiter(features: list[str], header: list[str]) -> None:
+    """Refuse a CSV whose fields another character separates, saying so: it was refused as
+    missing every column, which told its sender nothing about why."""
+    if len(header) != 1 or header[0] in features:
+        return
+    for delimiter, name in OTHER_DELIMITERS.items():
+        if delimiter in header[0]:
+            shown = header[0] if len(header[0]) <= 80 else header[0][:77] + "..."
+            raise BadFile(
+                f"CSV fields must be separated by commas; this file's header is one column, "
+                f"{shown!r}, its names separated by {name}",
+                field="file",
+            )
 
 
 def _parquet_schema(upload: IO[bytes]) -> pa.Schema:

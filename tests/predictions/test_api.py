@@ -196,6 +196,25 @@ def test_an_id_column_sent_without_its_name_is_refused_with_the_way_to_keep_it(o
     )
 
 
+@pytest.mark.parametrize(("delimiter", "named"), [(";", "semicolons"), ("\t", "tabs")])
+def test_a_csv_separated_by_another_character_is_refused_saying_so(
+    owner_client, delimiter, named
+) -> None:
+    # A spreadsheet where the comma is the decimal mark writes 5,1;3,5;… under a ; header.
+    header = delimiter.join(IRIS_FEATURES)
+    upload = io.BytesIO(f"{header}\n5,1{delimiter}3,5{delimiter}1,4{delimiter}0,2\n".encode())
+    upload.name = "rows.csv"
+
+    answer = owner_client.post("/api/v1/jobs/", {"model": "iris", "file": upload})
+
+    assert answer.status_code == 400
+    assert answer.json()["detail"] == (
+        f"CSV fields must be separated by commas; this file's header is one column, "
+        f"{header!r}, its names separated by {named}"
+    )
+    assert PredictionJob.objects.count() == 0
+
+
 def test_a_database_that_does_not_answer_is_a_503_in_json(owner_client, monkeypatch) -> None:
     def locked(*args: object, **kwargs: object) -> None:
         raise OperationalError("database is locked")  # SQLite past its busy timeout
