@@ -74,7 +74,7 @@ def purge_expired(
         ids = list(expired_jobs(before).values_list("pk", flat=True)[:batch_size])
         if not ids:
             break
-        jobs, files = purge_jobs(ids, now)
+        jobs, files = purge_jobs(ids, now, before=before)
         report.jobs += jobs
         report.files += files
     report.task_results = purge_task_results(before, batch_size, max_batches)
@@ -100,10 +100,17 @@ def sweep_abandoned_uploads(now: datetime) -> int:
     return swept
 
 
-def purge_jobs(ids: list[UUID], now: datetime) -> tuple[int, int]:
-    """Empties these jobs' payloads; returns (jobs purged, files deleted)."""
+def purge_jobs(
+    ids: list[UUID], now: datetime, *, before: datetime | None = None
+) -> tuple[int, int]:
+    """Empties these jobs' payloads, if they are still finished before `before` (default
+    `now`); returns (jobs purged, files deleted)."""
     with transaction.atomic():
-        candidates = PredictionJob.objects.filter(pk__in=ids, purged_at__isnull=True)
+        # Checked again under the lock: a job retried since it was listed is queued again,
+        # and its inputs are what its new attempt scores.
+        candidates = PredictionJob.objects.filter(
+            pk__in=ids, status__in=FINISHED, finished_at__lt=before or now, purged_at__isnull=True
+        )
         locked = list(candidates.select_for_update().values_list("pk", flat=True))
         jobs = PredictionJob.objects.filter(pk__in=locked)
         names = _stored_files(jobs)

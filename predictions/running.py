@@ -305,8 +305,9 @@ def _retry(job: PredictionJob, now: datetime) -> bool:
     from . import batching  # batching imports this module
 
     task_id = str(uuid4())
+    # purged_at again here: retention may have emptied the job since retry() listed it.
     changed = PredictionJob.objects.filter(
-        pk=job.pk, status__in=[Status.FAILED, Status.CANCELLED]
+        pk=job.pk, status__in=[Status.FAILED, Status.CANCELLED], purged_at__isnull=True
     ).update(
         status=Status.QUEUED,
         task_id=task_id,

@@ -183,3 +183,17 @@ def test_a_purged_job_cannot_be_retried_it_has_nothing_left_to_score() -> None:
     assert answer.json()["code"] == "not_retryable"
     assert "retention deleted its inputs" in answer.json()["detail"]
     assert PredictionJob.objects.get(pk=job.pk).status == Status.CANCELLED
+
+
+@pytest.mark.django_db
+def test_a_job_retried_while_the_purge_runs_keeps_its_inputs() -> None:
+    job = finished_job(40, status=Status.FAILED)
+    expired = list(retention.expired_jobs(retention.cutoff(NOW, 30)).values_list("pk", flat=True))
+    client = Client()
+    client.force_login(job.owner)
+    assert client.post(f"/api/v1/jobs/{job.pk}/retry/").status_code == 200  # between the two
+
+    retention.purge_jobs(expired, NOW)
+
+    job.refresh_from_db()
+    assert (job.status, job.purged_at, job.inputs) == (Status.QUEUED, None, iris_rows(3))
