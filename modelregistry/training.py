@@ -274,7 +274,13 @@ def split(
 
 
 def score(estimator: Any, holdout: Holdout, kind: str) -> dict[str, float]:
-    """Every metric of the model's kind on the holdout (ROC AUC only with probabilities)."""
+    """Every metric of the model's kind that is defined on the holdout (ROC AUC only with
+    probabilities; R² not on a holdout of one row, where it is NaN, which JSON cannot hold)."""
+    metrics = _scores(estimator, holdout, kind)
+    return {name: value for name, value in metrics.items() if np.isfinite(value)}
+
+
+def _scores(estimator: Any, holdout: Holdout, kind: str) -> dict[str, float]:
     predicted = estimator.predict(holdout.features)
     truth = holdout.target
     if kind == TaskKind.REGRESSION:

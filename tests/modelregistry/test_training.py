@@ -6,14 +6,17 @@ import pandas as pd
 import pytest
 from django.core.files.base import ContentFile
 
-from modelregistry import training
+from modelregistry import training, training_runs
 from modelregistry.models import (
     BuiltinDataset,
     Dataset,
     Estimator,
     Metric,
     PromotionPolicy,
+    RunStatus,
+    RunTrigger,
     TaskKind,
+    TrainingRun,
     TrainingSpec,
 )
 from tests.builders import make_model
@@ -71,6 +74,33 @@ def test_an_uploaded_csv_trains_on_its_named_target_column() -> None:
     trained = training.train(spec)
     assert trained.feature_names == ["a", "b"]
     assert trained.metrics[Metric.R2] > 0.99
+
+
+@pytest.mark.django_db
+def test_a_metric_undefined_on_a_one_row_holdout_is_left_out_and_the_run_succeeds(
+    private_artifacts,
+) -> None:
+    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0, 5.0], "y": [2.0, 4.1, 5.9, 8.2, 9.9]})
+    dataset = Dataset.objects.create(
+        name="five-rows",
+        file=ContentFile(frame.to_csv(index=False).encode(), "five.csv"),
+        target_column="y",
+    )
+    spec = TrainingSpec.objects.create(
+        name="five-rows-ridge",
+        registered_model=make_model("five-rows", TaskKind.REGRESSION, input_schema=[]),
+        dataset=dataset,
+        estimator=Estimator.RIDGE,
+        primary_metric=Metric.R2,
+    )
+    run = TrainingRun.objects.create(spec=spec, trigger=RunTrigger.ADMIN)
+    assert training_runs.claim(run)
+
+    run = training_runs.execute(run)  # R² of one row is NaN, which no JSON column stores
+
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert set(run.metrics) == {"rmse", "mae"}
+    assert run.version.metrics == run.metrics
 
 
 @pytest.mark.django_db
