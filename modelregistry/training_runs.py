@@ -362,9 +362,12 @@ def _train_and_record(run: TrainingRun) -> TrainingRun:
     if not spec:
         raise BadMessage("the training spec was deleted before the run started")
     trained = training.train(spec[0])
+    compared_with = _production_id(spec[0])
     production_metrics, promote, reason = _compare(spec[0], trained)
     with transaction.atomic():  # a version that cannot be promoted as decided is not kept
-        version = _register(spec[0], trained, run)
+        version = _register(spec[0], trained, run)  # locks the model row until the commit
+        if _production_id(spec[0]) != compared_with:  # another run, or a hand, promoted since
+            production_metrics, promote, reason = _compare(spec[0], trained)
         if promote:
             versions.promote(version, Stage.PRODUCTION, note=f"training run {run.pk}: {reason}")
         recorded = _finish_active(
@@ -382,6 +385,11 @@ def _train_and_record(run: TrainingRun) -> TrainingRun:
         version.artifact.delete(save=False)
     run.refresh_from_db()
     return run
+
+
+def _production_id(spec: TrainingSpec) -> int | None:
+    production = spec.registered_model.versions.filter(stage=Stage.PRODUCTION)
+    return production.values_list("pk", flat=True).first()
 
 
 def _compare(spec: TrainingSpec, trained: training.Trained) -> tuple[dict[str, float], bool, str]:

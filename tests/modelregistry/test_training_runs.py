@@ -8,6 +8,7 @@ from django.test import override_settings
 from django.utils import timezone
 from sklearn.datasets import load_iris
 from sklearn.dummy import DummyClassifier
+from sklearn.ensemble import RandomForestClassifier
 
 from mlsite import sending
 from modelregistry import demo, training_runs
@@ -351,3 +352,34 @@ def test_a_run_cancelled_as_it_finished_keeps_neither_its_version_nor_its_end(
     assert production_of() == production
     assert list(ModelVersion.objects.filter(registered_model=spec.registered_model)) == [production]
     assert [path.name for path in private_artifacts.rglob("*.joblib")] == ["v1.joblib"]
+
+
+def test_a_run_is_compared_again_with_a_production_promoted_while_it_registered(
+    monkeypatch, private_artifacts
+) -> None:
+    # Another spec's run (or a hand) promotes a better version after this run compared itself
+    # with the old production and before it registered: it must not replace the better one.
+    dummy_production()
+    spec = make_training_spec(params={"max_iter": 500})
+    run = TrainingRun.objects.create(spec=spec, trigger=RunTrigger.ADMIN)
+    assert training_runs.claim(run)
+    real_compare = training_runs._compare
+    iris = load_iris()
+    # Fitted on every row, the holdout too: no run can beat it (a tie is not promoted).
+    perfect = RandomForestClassifier(random_state=0).fit(iris.data, iris.target)
+    better: list[ModelVersion] = []
+
+    def promoted_meanwhile(*args: object) -> tuple[dict[str, float], bool, str]:
+        decided = real_compare(*args)
+        if not better:
+            better.append(make_version("iris", estimator=perfect))
+        return decided
+
+    monkeypatch.setattr(training_runs, "_compare", promoted_meanwhile)
+    run = training_runs.execute(run)
+
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert not run.promoted, run.promotion_reason
+    assert production_of() == better[0]
+    assert f"[production was {better[0].ref}]" in run.promotion_reason
+    assert run.production_metrics["accuracy"] == 1.0
