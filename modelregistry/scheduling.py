@@ -53,19 +53,32 @@ def ensure_schedule(spec: TrainingSpec, *, every_seconds: int | None = None) -> 
         )
         schedule = {"crontab": crontab, "interval": None}
     with transaction.atomic():
-        task, _ = PeriodicTask.objects.update_or_create(
-            name=f"Retrain {spec.name}",
-            defaults={
-                "task": RETRAIN_TASK,
-                "kwargs": retrain_kwargs(spec),
-                "enabled": True,
-                "description": f"Trains spec {spec.name} and promotes per its policy.",
-                **schedule,
-            },
+        # The spec's row is the lock: a second click waits, then opens the task the first made.
+        locked = TrainingSpec.objects.select_for_update(of=("self",)).select_related(
+            "periodic_task"
         )
-        TrainingSpec.objects.filter(pk=spec.pk).update(periodic_task=task)
+        task = locked.get(pk=spec.pk).periodic_task
+        if task is None:
+            task = PeriodicTask.objects.create(
+                name=_free_task_name(spec),
+                task=RETRAIN_TASK,
+                kwargs=retrain_kwargs(spec),
+                enabled=True,
+                description=f"Trains spec {spec.name} and promotes per its policy.",
+                **schedule,
+            )
+            TrainingSpec.objects.filter(pk=spec.pk).update(periodic_task=task)
     spec.periodic_task = task
     return task
+
+
+def _free_task_name(spec: TrainingSpec) -> str:
+    """The name "Retrain <spec>", unless a task has it: a renamed spec's (a task keeps its
+    name), or one made by hand. Taking that task over re-pointed another spec's schedule."""
+    name = f"Retrain {spec.name}"
+    if PeriodicTask.objects.filter(name=name).exists():
+        return f"{name} (spec {spec.pk})"
+    return name
 
 
 def delete_schedule(instance: TrainingSpec, **kwargs: Any) -> None:

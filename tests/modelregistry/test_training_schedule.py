@@ -8,7 +8,7 @@ from django.test import Client
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from modelregistry import scheduling
-from modelregistry.models import RunStatus, RunTrigger, TrainingRun
+from modelregistry.models import RunStatus, RunTrigger, TrainingRun, TrainingSpec
 from tests.base import make_user
 from tests.builders import make_training_spec
 from tests.processes import start_beat, stop, wait_for
@@ -52,6 +52,27 @@ def test_deleting_a_scheduled_spec_deletes_its_beat_task(deleted_from) -> None:
     assert client.post(f"/admin/modelregistry/{page}", {"post": "yes"}).status_code == 302
 
     assert list(PeriodicTask.objects.filter(task=scheduling.RETRAIN_TASK)) == [kept]
+
+
+@pytest.mark.django_db
+def test_scheduling_a_spec_named_as_a_renamed_one_leaves_the_renamed_ones_beat_task() -> None:
+    renamed = make_training_spec("iris-nightly")
+    kept = scheduling.ensure_schedule(renamed)  # "Retrain iris-nightly"
+    TrainingSpec.objects.filter(pk=renamed.pk).update(name="iris-nightly-2026")
+    spec = make_training_spec("iris-nightly", model="iris2")
+    client = Client()
+    client.force_login(make_user("root", staff=True, is_superuser=True))
+
+    answer = client.post(f"/admin/modelregistry/trainingspec/{spec.pk}/schedule/")
+
+    spec.refresh_from_db()
+    assert answer.status_code == 302
+    assert answer.url == f"/admin/django_celery_beat/periodictask/{spec.periodic_task_id}/change/"
+    assert spec.periodic_task != kept
+    assert json.loads(spec.periodic_task.kwargs)["spec_id"] == spec.pk
+    kept.refresh_from_db()
+    assert json.loads(kept.kwargs)["spec_id"] == renamed.pk  # still runs the renamed spec
+    assert TrainingSpec.objects.get(pk=renamed.pk).periodic_task == kept
 
 
 @pytest.mark.django_db
