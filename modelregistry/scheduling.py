@@ -1,7 +1,7 @@
 """A spec's schedule: the linked django-celery-beat PeriodicTask and its next planned runs."""
 
 import json
-from datetime import datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -147,13 +147,19 @@ def crontab_times(cron: CrontabSchedule, after: datetime, count: int) -> list[da
         if _day_matches(rule, day.month, day.day, day.isoweekday() % 7):  # cron: Sunday is 0
             for hour in sorted(rule.hour):
                 for minute in sorted(rule.minute):
-                    at = datetime(day.year, day.month, day.day, hour, minute, tzinfo=zone)
-                    if at > local:
+                    at = _on_the_clock(datetime(day.year, day.month, day.day, hour, minute), zone)
+                    if at > local and at not in found:
                         found.append(at)
                     if len(found) == count:
                         return found
         day += timedelta(days=1)
     return found
+
+
+def _on_the_clock(wall: datetime, zone: tzinfo) -> datetime:
+    """The wall time in the zone; one the clocks skip (the night they go forward) as the time
+    beat runs it, as far past the jump (02:30 is 03:30), not a time of the old offset."""
+    return wall.replace(tzinfo=zone).astimezone(UTC).astimezone(zone)
 
 
 def _day_matches(rule: schedules.crontab, month: int, day: int, weekday: int) -> bool:

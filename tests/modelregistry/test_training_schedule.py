@@ -103,6 +103,25 @@ def test_a_weekday_crontab_skips_the_weekend() -> None:
 
 
 @pytest.mark.django_db
+def test_the_night_clocks_go_forward_the_runs_are_shown_when_beat_runs_them() -> None:
+    spec = make_training_spec(timezone="Europe/Paris")
+    scheduling.ensure_schedule(spec)  # 02:00, which 28 March 2027 skips: beat runs at 03:00
+    saturday_noon = datetime(2027, 3, 27, 11, 0, tzinfo=UTC)
+    hourly = CrontabSchedule(minute="30", hour="*", timezone="Europe/Paris")
+
+    nightly = scheduling.next_run_times(spec, count=2, now=saturday_noon)
+    night = scheduling.crontab_times(hourly, datetime(2027, 3, 28, 0, 0, tzinfo=UTC), count=3)
+
+    shown = "%a %H:%M %Z"
+    assert [at.strftime(shown) for at in nightly] == ["Sun 03:00 CEST", "Mon 02:00 CEST"]
+    assert [at.strftime(shown) for at in night] == [
+        "Sun 01:30 CET",
+        "Sun 03:30 CEST",
+        "Sun 04:30 CEST",
+    ]
+
+
+@pytest.mark.django_db
 def test_an_interval_runs_again_one_interval_after_the_last_run() -> None:
     spec = make_training_spec()
     task = scheduling.ensure_schedule(spec, every_seconds=3600)
