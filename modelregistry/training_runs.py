@@ -276,6 +276,8 @@ def handle_message(
 def _run_for(
     spec_id: Any, trigger: Any, run_id: Any, unexpected: dict[str, Any], task_id: str
 ) -> TrainingRun | None:
+    if isinstance(run_id, int) and _fail_if_spec_deleted(run_id):
+        return None
     spec = _spec_for(spec_id)
     if unexpected:
         raise BadMessage(f"unexpected arguments: {', '.join(sorted(unexpected))}", spec)
@@ -290,6 +292,19 @@ def _run_for(
     if run is None:
         raise BadMessage(f"no training run {run_id!r} of spec {spec.name}", spec)
     return run if run.status == RunStatus.QUEUED else None
+
+
+def _fail_if_spec_deleted(run_id: int) -> bool:
+    """End a queued run whose spec was deleted since it was asked for: the run itself, not a
+    new row saying its message named no spec (the queued one was then sent again for ever)."""
+    orphaned = TrainingRun.objects.filter(pk=run_id, spec__isnull=True, status=RunStatus.QUEUED)
+    return bool(
+        orphaned.update(
+            status=RunStatus.FAILED,
+            finished_at=timezone.now(),
+            error="the training spec was deleted before the run started",
+        )
+    )
 
 
 def _spec_for(spec_id: Any) -> TrainingSpec:

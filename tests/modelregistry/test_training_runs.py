@@ -383,3 +383,26 @@ def test_a_run_is_compared_again_with_a_production_promoted_while_it_registered(
     assert production_of() == better[0]
     assert f"[production was {better[0].ref}]" in run.promotion_reason
     assert run.production_metrics["accuracy"] == 1.0
+
+
+@override_settings(TASK_TIME_LIMIT=60)
+def test_a_run_queued_when_its_spec_is_deleted_fails_saying_so_and_is_not_sent_again(
+    monkeypatch,
+) -> None:
+    sent = []
+    monkeypatch.setattr(sending, "publish", lambda *args, **kwargs: sent.append(kwargs))
+    spec = make_training_spec()
+    queued = training_runs.request_run(spec, RunTrigger.ADMIN)
+    spec.delete()  # from the admin, say, while the run waits behind a long queue
+
+    retrain.apply(args=sent[0]["args"], task_id=sent[0]["task_id"])  # its message arrives
+    much_later = timezone.now() + timedelta(seconds=121)
+    resent = reconcile.reconcile(now=much_later).training_runs_resent
+
+    queued.refresh_from_db()
+    assert list(TrainingRun.objects.all()) == [queued]
+    assert (queued.status, queued.error) == (
+        RunStatus.FAILED,
+        "the training spec was deleted before the run started",
+    )
+    assert resent == 0
