@@ -129,8 +129,9 @@ def check_ready(job: PredictionJob) -> None:
 
 def check_errors_ready(job: PredictionJob) -> None:
     """As check_ready, but a job that failed with an error file (none of its rows could be
-    scored) has one to give too."""
-    if job.status == Status.FAILED and job.error_file:
+    scored) has one to give too, or had one until retention deleted it."""
+    had_one = job.error_file or (job.purged_at is not None and job.rows_failed)
+    if job.status == Status.FAILED and had_one:
         _check_kept(job)
     else:
         check_ready(job)

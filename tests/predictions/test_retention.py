@@ -197,3 +197,19 @@ def test_a_job_retried_while_the_purge_runs_keeps_its_inputs() -> None:
 
     job.refresh_from_db()
     assert (job.status, job.purged_at, job.inputs) == (Status.QUEUED, None, iris_rows(3))
+
+
+@pytest.mark.django_db
+def test_a_purged_failed_jobs_error_file_answers_410_gone_as_its_result_would() -> None:
+    job = finished_job(40, status=Status.FAILED, kind=Kind.BATCH, error_code="no_rows_scored")
+    PredictionJob.objects.filter(pk=job.pk).update(
+        rows_done=0, rows_failed=3, error_file=stored("results/errors.csv")
+    )
+    client = Client()
+    client.force_login(job.owner)
+    assert client.get(f"/api/v1/jobs/{job.pk}/errors/").status_code == 200
+    retention.purge_expired(now=NOW, days=30)
+
+    answer = client.get(f"/api/v1/jobs/{job.pk}/errors/")
+
+    assert (answer.status_code, answer.json()["code"]) == (410, "result_purged")
