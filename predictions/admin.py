@@ -9,6 +9,7 @@ from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django_celery_results.models import TaskResult
@@ -292,7 +293,7 @@ class PredictionJobAdmin(admin.ModelAdmin):
         if job.status != Status.SUCCEEDED:
             return "–"
         if job.purged_at:
-            return f"deleted by result retention on {job.purged_at:%Y-%m-%d}"
+            return f"deleted by result retention on {timezone.localtime(job.purged_at):%Y-%m-%d}"
         url = reverse("job-result", args=[job.pk])
         return format_html(
             '<a href="{}?format=csv">CSV</a> · <a href="{}?format=parquet">Parquet</a> · '

@@ -1,7 +1,7 @@
 """Result retention: old payloads and files go, the job's summary stays, tables stay bounded."""
 
 import os
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -213,3 +213,17 @@ def test_a_purged_failed_jobs_error_file_answers_410_gone_as_its_result_would() 
     answer = client.get(f"/api/v1/jobs/{job.pk}/errors/")
 
     assert (answer.status_code, answer.json()["code"]) == (410, "result_purged")
+
+
+@pytest.mark.django_db
+def test_the_admin_dates_a_purge_in_the_sites_time_zone(settings) -> None:
+    settings.TIME_ZONE = "Asia/Tokyo"
+    job = finished_job(40)
+    late_evening_utc = datetime(2026, 12, 1, 23, 30, tzinfo=UTC)  # 08:30 on the 2nd in Tokyo
+    retention.purge_jobs([job.pk], late_evening_utc)
+    client = Client()
+    client.force_login(make_user("boss", staff=True, is_superuser=True))
+
+    page = client.get(f"/admin/predictions/predictionjob/{job.pk}/change/").content.decode()
+
+    assert "deleted by result retention on 2026-12-02" in page
