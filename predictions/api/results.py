@@ -1,7 +1,8 @@
 """Rendering a finished job's result as JSON rows, CSV or Parquet."""
 
 import io
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import pandas as pd
@@ -140,6 +141,18 @@ def check_errors_ready(job: PredictionJob) -> None:
 def _check_kept(job: PredictionJob) -> None:
     if job.purged_at is not None:  # result retention (RESULT_RETENTION_DAYS) removed it
         raise ResultPurged(f"the result of job {job.pk} was deleted on {job.purged_at:%Y-%m-%d}")
+
+
+@contextmanager
+def purged_meanwhile(job: PredictionJob) -> Iterator[None]:
+    """A file that retention deleted after the job was read and before the file was opened
+    is the 410 that the next request gets, not a 500."""
+    try:
+        yield
+    except FileNotFoundError:
+        job.refresh_from_db(fields=["purged_at"])
+        _check_kept(job)
+        raise
 
 
 def json_rows(job: PredictionJob) -> list[dict[str, Any]]:

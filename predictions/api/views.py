@@ -300,11 +300,12 @@ class JobViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
         job = self.get_object()
         results.check_ready(job)
         wanted = request.accepted_renderer.format
-        if wanted == "csv":
-            return results.csv_response(job)
-        if wanted == "parquet":
-            return results.parquet_response(job)
-        return Response(results.json_rows(job))
+        with results.purged_meanwhile(job):
+            if wanted == "csv":
+                return results.csv_response(job)
+            if wanted == "parquet":
+                return results.parquet_response(job)
+            return Response(results.json_rows(job))
 
     @extend_schema(
         parameters=[ERRORS_FORMAT],
@@ -334,9 +335,10 @@ class JobViewSet(ListModelMixin, RetrieveModelMixin, GenericViewSet):
         when none failed) or ?format=json rows."""
         job = self.get_object()
         results.check_errors_ready(job)
-        if request.accepted_renderer.format == "json":
-            return Response(results.error_rows(job))
-        return results.errors_response(job)
+        with results.purged_meanwhile(job):
+            if request.accepted_renderer.format == "json":
+                return Response(results.error_rows(job))
+            return results.errors_response(job)
 
     # DRF takes any HttpResponseBase here (the file downloads are not Responses); the stubs
     # say Response.

@@ -15,6 +15,7 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
 from predictions import batching, retention, running, submission
+from predictions.api import results
 from predictions.models import BatchChunk, PredictionJob
 from tests.base import make_user
 from tests.builders import IRIS_FEATURES, in_process_predictions, iris_rows, make_version
@@ -238,3 +239,30 @@ def test_a_batch_jobs_result_url_answers_csv_until_retention_purges_it() -> None
     purged = client.get(f"/api/v1/jobs/{job.pk}/").json()
     assert (purged["result_url"], purged["error_file_url"]) == (None, None)
     assert purged["purged_at"] is not None
+
+
+@pytest.mark.parametrize(
+    ("path", "format_"), [("result", "csv"), ("result", "json"), ("errors", "csv")]
+)
+def test_a_file_purged_while_its_download_starts_answers_410_not_500(
+    monkeypatch, path, format_
+) -> None:
+    make_version()
+    rows = iris_rows(3)
+    rows[1]["sepal_length"] = float("nan")  # an empty cell: the job has an error file too
+    job = scored_batch(rows, ["a", "b", "c"])
+    client = APIClient()
+    client.force_authenticate(job.owner)
+    checked = {"result": "check_ready", "errors": "check_errors_ready"}[path]
+    check = getattr(results, checked)
+
+    def purged_right_after_the_check(job: PredictionJob) -> None:
+        check(job)
+        retention.purge_jobs([job.pk], timezone.now())  # between the check and the open
+
+    monkeypatch.setattr(results, checked, purged_right_after_the_check)
+
+    answer = client.get(f"/api/v1/jobs/{job.pk}/{path}/?format={format_}")
+
+    assert answer.status_code == 410
+    assert answer.json()["code"] == "result_purged"
