@@ -153,10 +153,25 @@ class Client:
         poll: float = 1.0,
         on_progress: Callable[[Job], None] | None = None,
     ) -> Job:
-        """Polls until the job finishes; calls on_progress with each state it sees."""
+        """Polls until the job finishes; calls on_progress with each state it sees.
+
+        A server that stops answering (restarting, or its database) is asked again until it
+        has been away longer than this client's timeout: the job goes on there meanwhile.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
+        away_since: float | None = None
         while True:
-            job = self.get(job_id, wait=poll)  # the server holds the call up to `poll` s
+            try:
+                job = self.get(job_id, wait=poll)  # the server holds the call up to `poll` s
+            except (ApiError, OSError) as error:
+                now = time.monotonic()
+                away_since = away_since or now
+                gone = now - away_since > self.timeout or (deadline is not None and now > deadline)
+                if gone or not _is_away(error):
+                    raise
+                time.sleep(poll)
+                continue
+            away_since = None
             if on_progress:
                 on_progress(job)
             if job.is_finished:
@@ -221,6 +236,13 @@ class Client:
             return urlopen(request, timeout=self.timeout)  # noqa: S310 - see above
         except HTTPError as error:
             raise _api_error(error) from None
+
+
+def _is_away(error: Exception) -> bool:
+    """Whether the server did not answer, or answered that it cannot for now."""
+    if isinstance(error, ApiError):
+        return error.status in (502, 503, 504)  # a proxy before a restarting web, an outage
+    return isinstance(error, OSError)  # refused, reset, timed out (HTTPError is an ApiError)
 
 
 def _api_error(error: HTTPError) -> ApiError:

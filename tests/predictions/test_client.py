@@ -3,6 +3,11 @@
 import csv
 import io
 import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -12,6 +17,7 @@ from rest_framework.authtoken.models import Token
 from predictions.client import ApiError, Client, main
 from predictions.management.commands.predict import Command as PredictCommand
 from predictions.models import PredictionJob, Status
+from tests import processes
 from tests.base import make_user
 from tests.builders import IRIS_FEATURES, in_process_predictions, iris_rows, make_version
 
@@ -314,3 +320,30 @@ def test_the_predict_command_ends_its_failure_message_with_a_newline(
     # The progress bar's lines end themselves; Django's own CommandError line must still
     # end, or the shell's prompt is written after it on the same line.
     assert capsys.readouterr().err.endswith("CommandError: predict failed (exit status 2)\n")
+
+
+@contextmanager
+def web_on(port: int, redis_url: str) -> Iterator[subprocess.Popen]:
+    web = processes.start_web(port, redis_url)
+    try:
+        yield web
+    finally:
+        processes.stop(web)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_client_waits_through_a_restart_of_the_server(
+    token: str, private_redis: processes.RedisServer
+) -> None:
+    make_version()
+    port = processes.free_port()
+    client = Client(f"http://127.0.0.1:{port}", token, timeout=30)
+    with web_on(port, private_redis.url):  # no worker on this Redis yet: the job waits
+        job = client.submit_rows("iris", iris_rows(1))
+        waiting = ThreadPoolExecutor(1).submit(client.wait, job.id, timeout=90, poll=0.2)
+        time.sleep(1)
+    time.sleep(1)  # the server is down while the client waits
+    with web_on(port, private_redis.url), processes.celery_worker(redis_url=private_redis.url):
+        finished = waiting.result(timeout=90)
+
+    assert finished.status == "succeeded"  # was URLError: connection refused, the job lost
