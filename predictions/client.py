@@ -209,7 +209,18 @@ class Client:
     ) -> Job:
         """Submit a file, wait for it, save its result; raises JobFailed if it did not succeed."""
         job = self.submit_file(model, path, id_column=id_column)
-        job = self.wait(job.id, timeout=timeout, on_progress=on_progress)
+        return self.collect(job.id, out, timeout=timeout, on_progress=on_progress)
+
+    def collect(
+        self,
+        job_id: str,
+        out: str | Path,
+        *,
+        timeout: float | None = None,
+        on_progress: Callable[[Job], None] | None = None,
+    ) -> Job:
+        """Wait for a submitted job, save its result; raises JobFailed if it did not succeed."""
+        job = self.wait(job_id, timeout=timeout, on_progress=on_progress)
         if job.status != "succeeded":
             raise JobFailed(job)
         self.download_result(job.id, out, _format_of(Path(out)))
@@ -347,7 +358,10 @@ def _positive_seconds(text: str) -> float:
 
 
 def run(options: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
-    """Runs the command line; returns the exit status (0 success, 1 job failed, 2 refused)."""
+    """Runs the command line; returns the exit status.
+
+    0 success, 1 the job failed, 2 refused or not reached, 130 interrupted (Ctrl-C).
+    """
     token = options.token or os.environ.get("MLSITE_TOKEN")
     if not token:
         err.write("predict: no token: pass --token or set MLSITE_TOKEN\n")
@@ -362,25 +376,26 @@ def run(options: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             err.write(f"predict: {option}: no directory {path.parent} to save {path.name} in\n")
             return 2
     client = Client(options.url, token)
+    submitted: Job | None = None  # once set, a failure leaves this job on the server
     try:
-        job = client.predict_file(
-            options.model,
-            options.file,
-            options.out,
-            id_column=options.id_column,
-            timeout=options.timeout,
-            on_progress=ProgressBar(err),
+        submitted = client.submit_file(options.model, options.file, id_column=options.id_column)
+        job = client.collect(
+            submitted.id, options.out, timeout=options.timeout, on_progress=ProgressBar(err)
         )
         if job.rows_failed:
             client.download_errors(job.id, errors)
+    except KeyboardInterrupt:
+        err.write(f"\npredict: interrupted\n{_left_on_server(submitted, options.url)}")
+        return 130
     except URLError as error:  # before OSError, which it is: its text names no server
         err.write(
             f"predict: cannot reach {options.url} ({error.reason}); is the server running "
             "there? Name it with --url or MLSITE_URL\n"
+            f"{_left_on_server(submitted, options.url)}"
         )
         return 2
     except (ApiError, OSError, TimeoutError) as error:
-        err.write(f"predict: {error}\n")
+        err.write(f"predict: {error}\n{_left_on_server(submitted, options.url)}")
         return 2
     except JobFailed as failure:
         err.write(f"predict: {failure}\n")
@@ -398,6 +413,16 @@ def run(options: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         out.write(f"; {job.rows_failed} not scored, their reasons saved in {errors}")
     out.write("\n")
     return 0
+
+
+def _left_on_server(job: Job | None, url: str) -> str:
+    """A line naming the job a failure leaves behind, where to find and stop it; "" if none."""
+    if job is None:
+        return ""
+    address = f"{url.rstrip('/')}/api/v1/jobs/{job.id}/"
+    return (
+        f"predict: job {job.id} is on the server: {address} (if it runs, POST {address}cancel/)\n"
+    )
 
 
 def _errors_beside(out: Path) -> Path:

@@ -2,6 +2,7 @@
 
 import csv
 import io
+import signal
 import socket
 import subprocess
 import time
@@ -347,3 +348,35 @@ def test_the_client_waits_through_a_restart_of_the_server(
         finished = waiting.result(timeout=90)
 
     assert finished.status == "succeeded"  # was URLError: connection refused, the job lost
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ctrl_c_while_waiting_names_the_job_that_goes_on(
+    token: str, private_redis: processes.RedisServer, tmp_path: Path
+) -> None:
+    make_version()
+    port = processes.free_port()
+    rows_csv = write_csv(tmp_path / "rows.csv", iris_rows(2), with_id=False)
+    with web_on(port, private_redis.url):  # no worker: the job stays queued
+        command = subprocess.Popen(
+            [
+                *(processes.PYTHON, "-m", "predictions.client", "--model=iris"),
+                *(f"--file={rows_csv}", f"--out={tmp_path / 'result.csv'}"),
+                f"--url=http://127.0.0.1:{port}",
+            ],
+            cwd=processes.ROOT,
+            env=processes.process_env(MLSITE_TOKEN=token),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert command.stderr is not None
+        assert command.stderr.readline().endswith("queued\n")  # the progress bar: waiting
+        command.send_signal(signal.SIGINT)
+        _, err = command.communicate(timeout=30)
+
+    job = PredictionJob.objects.get()
+    assert command.returncode == 130
+    assert "Traceback" not in err
+    assert "predict: interrupted\n" in err
+    assert f"predict: job {job.pk} is on the server" in err  # was a traceback, the job unnamed
+    assert f"POST http://127.0.0.1:{port}/api/v1/jobs/{job.pk}/cancel/" in err
