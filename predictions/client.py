@@ -13,10 +13,12 @@ The token comes from --token or MLSITE_TOKEN, the server from --url or MLSITE_UR
 """
 
 import argparse
+import http.client
 import json
 import mimetypes
 import os
 import shutil
+import ssl
 import sys
 import time
 import uuid
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlencode
-from urllib.request import Request, urlopen
+from urllib.request import HTTPHandler, HTTPSHandler, Request, build_opener
 
 FINISHED = ("succeeded", "failed", "cancelled")
 CHUNK = 1024 * 1024
@@ -244,9 +246,42 @@ class Client:
         for name, value in {"Accept": "application/json", **(headers or {})}.items():
             request.add_header(name, value)
         try:
-            return urlopen(request, timeout=self.timeout)  # noqa: S310 - see above
+            return OPENER.open(request, timeout=self.timeout)
         except HTTPError as error:
             raise _api_error(error) from None
+
+
+class _ReadsTheAnswerToABodyCutShort(http.client.HTTPConnection):
+    """A server refuses a body too large from its Content-Length (413) and closes before
+    reading the rest: sending then fails (broken pipe, reset), but its answer is there."""
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().request(*args, **kwargs)
+        except (BrokenPipeError, ConnectionResetError):
+            if self.sock is None:  # never connected: no answer to read
+                raise
+            # getresponse() reads the answer, or raises if the server left without one
+
+
+class _ReadsTheAnswerToABodyCutShortTLS(
+    _ReadsTheAnswerToABodyCutShort, http.client.HTTPSConnection
+):
+    pass
+
+
+class _Handler(HTTPHandler):
+    def http_open(self, req: Request) -> http.client.HTTPResponse:
+        return self.do_open(_ReadsTheAnswerToABodyCutShort, req)
+
+
+class _TLSHandler(HTTPSHandler):
+    def https_open(self, req: Request) -> http.client.HTTPResponse:
+        context = ssl.create_default_context()
+        return self.do_open(_ReadsTheAnswerToABodyCutShortTLS, req, context=context)
+
+
+OPENER = build_opener(_Handler, _TLSHandler)
 
 
 def _is_away(error: Exception) -> bool:

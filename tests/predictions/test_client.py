@@ -12,10 +12,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.core.management import CommandError, call_command
 from rest_framework.authtoken.models import Token
 
-from predictions.client import ApiError, Client, main
+from predictions.client import CHUNK, ApiError, Client, main
 from predictions.management.commands.predict import Command as PredictCommand
 from predictions.models import PredictionJob, Status
 from tests import processes
@@ -380,3 +381,24 @@ def test_ctrl_c_while_waiting_names_the_job_that_goes_on(
     assert "predict: interrupted\n" in err
     assert f"predict: job {job.pk} is on the server" in err  # was a traceback, the job unnamed
     assert f"POST http://127.0.0.1:{port}/api/v1/jobs/{job.pk}/cancel/" in err
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_file_over_the_upload_limit_is_refused_as_too_large_not_as_a_server_away(
+    live_web: str, token: str, tmp_path: Path, capsys
+) -> None:
+    huge = tmp_path / "huge.csv"
+    with huge.open("wb") as stream:  # sparse: the server refuses it from its length alone
+        stream.truncate(settings.MAX_UPLOAD_BYTES + CHUNK)
+
+    status = main(
+        [
+            *("--model=iris", f"--file={huge}", f"--out={tmp_path / 'result.csv'}"),
+            *(f"--url={live_web}", f"--token={token}"),
+        ]
+    )
+
+    assert status == 2
+    error = capsys.readouterr().err
+    assert "413 body_too_large" in error  # was "cannot reach … (Broken pipe)"
+    assert "cannot reach" not in error
