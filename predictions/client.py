@@ -197,6 +197,10 @@ class Client:
             out.open("wb") as stream,
         ):
             shutil.copyfileobj(response, stream, CHUNK)
+            missing = getattr(response, "length", None)  # of the Content-Length, not received
+        if missing:  # a dropped connection ends the copy as the end of the file would
+            out.unlink()  # kept, it would read as a whole result with rows missing
+            raise ConnectionError(f"the server stopped sending {out.name}, {missing} bytes short")
         return out
 
     def predict_file(

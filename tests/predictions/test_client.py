@@ -402,3 +402,26 @@ def test_a_file_over_the_upload_limit_is_refused_as_too_large_not_as_a_server_aw
     error = capsys.readouterr().err
     assert "413 body_too_large" in error  # was "cannot reach … (Broken pipe)"
     assert "cannot reach" not in error
+
+
+def test_a_download_the_connection_cuts_short_is_an_error_and_leaves_no_file(
+    tmp_path: Path,
+) -> None:
+    # The network is what we do not own: a server that announces a result and drops the
+    # connection partway, as a restart or a broken link does.
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def answer_in_part() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: text/csv\r\nContent-Length: 10000\r\n\r\n"
+            connection.sendall(head + b"row,prediction\n" + b"1,0\n" * 100)
+
+    server = ThreadPoolExecutor(1).submit(answer_in_part)
+    out = tmp_path / "result.csv"
+    with listener, pytest.raises(ConnectionError, match=r"stopped sending result\.csv"):
+        Client(f"http://127.0.0.1:{port}", "t").download_result("a-job", out)
+    server.result(timeout=5)
+    assert not out.exists()  # was kept, 415 of 10,000 bytes, with exit status 0
