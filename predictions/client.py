@@ -134,10 +134,13 @@ class Client:
         fields = {"model": model, "id_column": id_column, "priority": str(priority)}
         if key:
             fields["idempotency_key"] = key
-        body, length, content_type = _multipart(fields, Path(path))
-        headers = {"Content-Type": content_type, "Content-Length": str(length)}
-        with self._open("POST", "/api/v1/jobs/", body, headers) as response:
-            return Job.from_json(json.load(response))
+        # Opened before sending: a file that cannot be read is an error naming it, not a
+        # failure to send (which urllib reports as the server's).
+        with Path(path).open("rb") as file:
+            body, length, content_type = _multipart(fields, file)
+            headers = {"Content-Type": content_type, "Content-Length": str(length)}
+            with self._open("POST", "/api/v1/jobs/", body, headers) as response:
+                return Job.from_json(json.load(response))
 
     def get(self, job_id: str, wait: float = 0) -> Job:
         """The job now, or once finished if that comes within `wait` seconds (server-capped)."""
@@ -312,28 +315,28 @@ def _api_error(error: HTTPError) -> ApiError:
     )
 
 
-def _multipart(fields: dict[str, str], path: Path) -> tuple[Iterator[bytes], int, str]:
+def _multipart(fields: dict[str, str], file: IO[bytes]) -> tuple[Iterator[bytes], int, str]:
     """A multipart/form-data body as chunks, its exact length, and its content type."""
     boundary = uuid.uuid4().hex
     head = b"".join(
         f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
         for name, value in fields.items()
     )
-    file_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    name = Path(file.name).name
+    file_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
     head += (
         f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-        f'filename="{path.name}"\r\nContent-Type: {file_type}\r\n\r\n'
+        f'filename="{name}"\r\nContent-Type: {file_type}\r\n\r\n'
     ).encode()
     tail = f"\r\n--{boundary}--\r\n".encode()
 
     def chunks() -> Iterator[bytes]:
         yield head
-        with path.open("rb") as stream:
-            while block := stream.read(CHUNK):
-                yield block
+        while block := file.read(CHUNK):
+            yield block
         yield tail
 
-    length = len(head) + path.stat().st_size + len(tail)
+    length = len(head) + os.fstat(file.fileno()).st_size + len(tail)
     return chunks(), length, f"multipart/form-data; boundary={boundary}"
 
 

@@ -425,3 +425,20 @@ def test_a_download_the_connection_cuts_short_is_an_error_and_leaves_no_file(
         Client(f"http://127.0.0.1:{port}", "t").download_result("a-job", out)
     server.result(timeout=5)
     assert not out.exists()  # was kept, 415 of 10,000 bytes, with exit status 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_file_that_cannot_be_read_is_named_not_blamed_on_the_server(
+    live_web: str, token: str, tmp_path: Path, capsys
+) -> None:
+    status = main(
+        [
+            *("--model=iris", f"--file={tmp_path}", f"--out={tmp_path / 'result.csv'}"),
+            *(f"--url={live_web}", f"--token={token}"),
+        ]
+    )
+
+    assert status == 2
+    error = capsys.readouterr().err
+    assert f"predict: [Errno 21] Is a directory: '{tmp_path}'" in error
+    assert "cannot reach" not in error  # was "cannot reach … is the server running there?"
