@@ -55,7 +55,8 @@ class JobFailed(Exception):
     """The job finished without succeeding (failed or cancelled)."""
 
     def __init__(self, job: "Job") -> None:
-        super().__init__(f"job {job.id} {job.status}: {job.error_code} {job.error_message}")
+        reason = " ".join(filter(None, (job.error_code, job.error_message)))  # none if cancelled
+        super().__init__(f"job {job.id} {job.status}" + (f": {reason}" if reason else ""))
         self.job = job
 
 

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.core.management import CommandError, call_command
 from rest_framework.authtoken.models import Token
 
-from predictions.client import CHUNK, ApiError, Client, main
+from predictions.client import CHUNK, ApiError, Client, JobFailed, main
 from predictions.management.commands.predict import Command as PredictCommand
 from predictions.models import PredictionJob, Status
 from tests import processes
@@ -442,3 +442,20 @@ def test_a_file_that_cannot_be_read_is_named_not_blamed_on_the_server(
     error = capsys.readouterr().err
     assert f"predict: [Errno 21] Is a directory: '{tmp_path}'" in error
     assert "cannot reach" not in error  # was "cannot reach … is the server running there?"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_cancelled_while_the_client_waits_is_reported_without_an_empty_reason(
+    token: str, private_redis: processes.RedisServer, tmp_path: Path
+) -> None:
+    make_version()
+    port = processes.free_port()
+    client = Client(f"http://127.0.0.1:{port}", token)
+    rows_csv = write_csv(tmp_path / "rows.csv", iris_rows(2), with_id=False)
+    with web_on(port, private_redis.url):  # no worker: the job stays queued until cancelled
+        job = client.submit_file("iris", rows_csv)
+        client.cancel(job.id)
+        with pytest.raises(JobFailed) as failed:
+            client.collect(job.id, tmp_path / "result.csv")
+
+    assert str(failed.value) == f"job {job.id} cancelled"  # was "job … cancelled:  "
