@@ -354,6 +354,7 @@ class ProgressBar:
         self.width = width
         self.is_tty = stream.isatty()
         self.last = ""
+        self.line_open = False  # a terminal line redrawn, not yet ended
 
     def __call__(self, job: Job) -> None:
         filled = int(job.progress * self.width)
@@ -366,9 +367,16 @@ class ProgressBar:
             return
         self.last = line
         self.stream.write(f"\r{line}" if self.is_tty else f"{line}\n")
-        if self.is_tty and job.is_finished:
-            self.stream.write("\n")
+        self.line_open = self.is_tty
+        if job.is_finished:
+            self.end_line()
         self.stream.flush()
+
+    def end_line(self) -> None:
+        """Ends the line the bar redraws, so what is written next starts a line of its own."""
+        if self.line_open:
+            self.stream.write("\n")
+            self.line_open = False
 
 
 def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -420,15 +428,19 @@ def run(options: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             return 2
     client = Client(options.url, token)
     submitted: Job | None = None  # once set, a failure leaves this job on the server
+    progress = ProgressBar(err)
     try:
         submitted = client.submit_file(options.model, options.file, id_column=options.id_column)
-        job = client.collect(
-            submitted.id, options.out, timeout=options.timeout, on_progress=ProgressBar(err)
-        )
+        try:
+            job = client.collect(
+                submitted.id, options.out, timeout=options.timeout, on_progress=progress
+            )
+        finally:
+            progress.end_line()
         if job.rows_failed:
             client.download_errors(job.id, errors)
     except KeyboardInterrupt:
-        err.write(f"\npredict: interrupted\n{_left_on_server(submitted, options.url)}")
+        err.write(f"predict: interrupted\n{_left_on_server(submitted, options.url)}")
         return 130
     except URLError as error:  # before OSError, which it is: its text names no server
         err.write(

@@ -1,5 +1,6 @@
 """The Python client and `manage.py predict` score a CSV through a real web server and worker."""
 
+import argparse
 import csv
 import io
 import signal
@@ -16,7 +17,7 @@ from django.conf import settings
 from django.core.management import CommandError, call_command
 from rest_framework.authtoken.models import Token
 
-from predictions.client import CHUNK, ApiError, Client, JobFailed, main
+from predictions.client import CHUNK, ApiError, Client, JobFailed, build_parser, main, run
 from predictions.management.commands.predict import Command as PredictCommand
 from predictions.models import PredictionJob, Status
 from tests import processes
@@ -459,3 +460,32 @@ def test_a_job_cancelled_while_the_client_waits_is_reported_without_an_empty_rea
             client.collect(job.id, tmp_path / "result.csv")
 
     assert str(failed.value) == f"job {job.id} cancelled"  # was "job … cancelled:  "
+
+
+class Terminal(io.StringIO):
+    """Standard error as a terminal, where the progress bar redraws one line."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_a_terminal_a_message_after_the_progress_bar_starts_a_line_of_its_own(
+    token: str, private_redis: processes.RedisServer, tmp_path: Path
+) -> None:
+    make_version()
+    port = processes.free_port()
+    rows_csv = write_csv(tmp_path / "rows.csv", iris_rows(2), with_id=False)
+    options = build_parser(argparse.ArgumentParser()).parse_args(
+        [
+            *("--model=iris", f"--file={rows_csv}", f"--out={tmp_path / 'result.csv'}"),
+            *(f"--url=http://127.0.0.1:{port}", f"--token={token}", "--timeout=1"),
+        ]
+    )
+    err = Terminal()
+    with web_on(port, private_redis.url):  # no worker: the job stays queued past --timeout
+        status = run(options, io.StringIO(), err)
+
+    assert status == 2
+    # was "\r[------------------------------]   0%  queuedpredict: job … still queued …"
+    assert "queued\npredict: job " in err.getvalue()
