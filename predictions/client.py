@@ -442,9 +442,12 @@ def run(options: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     except KeyboardInterrupt:
         err.write(f"predict: interrupted\n{_left_on_server(submitted, options.url)}")
         return 130
-    except URLError as error:  # before OSError, which it is: its text names no server
+    # Before OSError, which some are: their text names no server. An HTTPException is an
+    # answer that is not HTTP (another service on that port) or none at all.
+    except (URLError, http.client.HTTPException) as error:
+        reason = getattr(error, "reason", None) or f"{type(error).__name__}: {str(error).strip()}"
         err.write(
-            f"predict: cannot reach {options.url} ({error.reason}); is the server running "
+            f"predict: cannot reach {options.url} ({reason}); is the server running "
             "there? Name it with --url or MLSITE_URL\n"
             f"{_left_on_server(submitted, options.url)}"
         )

@@ -489,3 +489,33 @@ def test_on_a_terminal_a_message_after_the_progress_bar_starts_a_line_of_its_own
     assert status == 2
     # was "\r[------------------------------]   0%  queuedpredict: job … still queued …"
     assert "queued\npredict: job " in err.getvalue()
+
+
+def test_a_url_that_answers_but_not_in_http_is_not_reached_with_status_2(
+    tmp_path: Path, capsys
+) -> None:
+    # A mistyped port where some other service listens (SSH here) is outside our control.
+    listener = socket.create_server(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+    def answer_as_ssh() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+
+    server = ThreadPoolExecutor(1).submit(answer_as_ssh)
+    rows_csv = write_csv(tmp_path / "rows.csv", iris_rows(2), with_id=False)
+    with listener:
+        status = main(
+            [
+                *("--model=iris", f"--file={rows_csv}", f"--out={tmp_path / 'result.csv'}"),
+                *(f"--url={url}", "--token=t"),
+            ]
+        )
+    server.result(timeout=5)
+
+    assert status == 2  # was a BadStatusLine traceback and status 1, "the job failed"
+    assert f"predict: cannot reach {url} (BadStatusLine: SSH-2.0-OpenSSH_9.2)" in (
+        capsys.readouterr().err
+    )
