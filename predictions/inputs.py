@@ -115,9 +115,10 @@ def pandas_index_columns(schema: pa.Schema) -> set[str]:
 
 
 def check_columns(features: list[str], columns: list[str], id_column: str) -> None:
-    if id_column == "prediction" or id_column.startswith("probability_"):
+    # An error file lists row, id, error: an id column named row or error would share a name.
+    if id_column in ("row", "error", "prediction") or id_column.startswith("probability_"):
         raise BadInput(
-            f"id column {id_column!r} has the name of a result column (prediction, "
+            f"id column {id_column!r} has the name of a result column (row, error, prediction, "
             "probability_<class>); rename it in the file",
             field="id_column",
         )

@@ -102,6 +102,21 @@ def test_a_csv_whose_lines_end_in_cr_alone_is_refused_at_upload() -> None:
     assert "CR" in answer.json()["detail"]
 
 
+@pytest.mark.parametrize("name", ["row", "error"])
+@pytest.mark.django_db
+def test_an_id_column_named_as_an_error_file_column_is_refused_at_upload(name: str) -> None:
+    # Accepted, its failed rows were listed under "row,row,error" (or "row,error,error"),
+    # and as JSON the id overwrote the row's number (or the reason the id).
+    make_version()
+    answer = post_file(
+        f"{name},{','.join(IRIS_FEATURES)}\na,5.1,3.5,1.4,0.2\n".encode(), id_column=name
+    )
+
+    assert answer.status_code == 400, answer.content
+    assert (answer.json()["code"], answer.json()["field"]) == ("bad_input", "id_column")
+    assert f"id column {name!r} has the name of a result column" in answer.json()["detail"]
+
+
 @pytest.mark.django_db
 def test_a_header_name_too_long_for_the_csv_reader_is_refused_at_upload() -> None:
     make_version()
