@@ -196,15 +196,18 @@ class Client:
 
     def _save(self, path: str, media_type: str, out: Path) -> Path:
         # Opened after the answer: a refused download leaves no empty file behind.
-        with (
-            self._open("GET", path, None, {"Accept": media_type}) as response,
-            out.open("wb") as stream,
-        ):
-            shutil.copyfileobj(response, stream, CHUNK)
-            missing = getattr(response, "length", None)  # of the Content-Length, not received
-        if missing:  # a dropped connection ends the copy as the end of the file would
-            out.unlink()  # kept, it would read as a whole result with rows missing
-            raise ConnectionError(f"the server stopped sending {out.name}, {missing} bytes short")
+        with self._open("GET", path, None, {"Accept": media_type}) as response:
+            try:
+                with out.open("wb") as stream:
+                    shutil.copyfileobj(response, stream, CHUNK)
+                missing = getattr(response, "length", None)  # of the Content-Length, not received
+                if missing:  # a dropped connection ends the copy as the end of the file would
+                    raise ConnectionError(
+                        f"the server stopped sending {out.name}, {missing} bytes short"
+                    )
+            except BaseException:  # a reset, a stall past the timeout, Ctrl-C: the same part
+                out.unlink(missing_ok=True)  # kept, it would read as a whole result
+                raise
         return out
 
     def predict_file(

@@ -5,7 +5,9 @@ import csv
 import io
 import signal
 import socket
+import struct
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -519,3 +521,33 @@ def test_a_url_that_answers_but_not_in_http_is_not_reached_with_status_2(
     assert f"predict: cannot reach {url} (BadStatusLine: SSH-2.0-OpenSSH_9.2)" in (
         capsys.readouterr().err
     )
+
+
+@pytest.mark.parametrize("cut", ["stalls", "resets"])
+def test_a_download_cut_by_a_stall_or_a_reset_leaves_no_file(tmp_path: Path, cut: str) -> None:
+    # A broken link stalls until the client's timeout; a server killed with unread data
+    # resets. Either way what was saved is part of a result, as when the connection closes.
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    release = threading.Event()
+
+    def answer_in_part() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: text/csv\r\nContent-Length: 10000\r\n\r\n"
+            connection.sendall(head + b"row,prediction\n" + b"1,0\n" * 100)
+            if cut == "resets":  # closing with linger 0 sends RST, not FIN
+                connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            else:
+                release.wait(10)
+
+    server = ThreadPoolExecutor(1).submit(answer_in_part)
+    out = tmp_path / "result.csv"
+    try:
+        with listener, pytest.raises(OSError):  # TimeoutError, ConnectionResetError
+            Client(f"http://127.0.0.1:{port}", "t", timeout=0.5).download_result("a-job", out)
+    finally:
+        release.set()
+    server.result(timeout=5)
+    assert not out.exists()  # was kept, 415 of 10,000 bytes
