@@ -9,7 +9,6 @@ once as Parquet with one row group per chunk.
 import csv
 import io
 import os
-import shutil
 from collections import deque
 from collections.abc import Iterator, MutableSequence, Sequence
 from dataclasses import dataclass, field
@@ -623,7 +622,7 @@ def concatenate(target: Path, names: Sequence[str], parts: Sequence[Path]) -> No
     """One CSV: the header line, then each part's bytes in order (no parsing)."""
     partial = target.with_suffix(".tmp")
     with open(partial, "wb", buffering=0) as out:
-        out.write(_csv_line(names).encode("utf-8"))
+        _write_all(out, _csv_line(names).encode("utf-8"))
         for part in parts:
             with open(part, "rb", buffering=0) as stream:
                 _append(stream, out)
@@ -642,7 +641,16 @@ def _append(source: io.FileIO, target: io.FileIO) -> None:
                 left -= copied
         except OSError:  # EXDEV, ENOSYS, EINVAL: both positions are where the copy stopped
             pass
-    shutil.copyfileobj(source, target, 4 * 1024 * 1024)  # what is left, if anything
+    while block := source.read(4 * 1024 * 1024):  # what is left, if anything
+        _write_all(target, block)
+
+
+def _write_all(target: io.FileIO, data: bytes) -> None:
+    """An unbuffered write may write part (a disk that fills up): what it left is written
+    again, which raises the error; ignored, the result was kept short without one."""
+    view = memoryview(data)
+    while view:
+        view = view[target.write(view) :]
 
 
 def _csv_line(cells: Sequence[str]) -> str:

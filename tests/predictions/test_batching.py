@@ -3,6 +3,8 @@
 import errno
 import io
 import os
+import resource
+import signal
 import time
 from datetime import timedelta
 
@@ -323,6 +325,39 @@ def test_a_merged_file_is_the_header_then_each_part_in_order(tmp_path, monkeypat
     batchfiles.concatenate(merged, ["id", "prediction"], parts)
 
     assert merged.read_bytes() == b"id,prediction\n" + b"".join(p.read_bytes() for p in parts)
+
+
+@pytest.mark.parametrize("kernel", ["copies", "has no copy_file_range"])
+def test_a_merge_that_runs_out_of_room_fails_rather_than_keep_a_short_result(
+    tmp_path, monkeypatch, kernel
+) -> None:
+    parts = []
+    for index in range(3):
+        parts.append(tmp_path / f"{index:06d}.csv")
+        parts[-1].write_bytes(f"{index},a\n".encode() * 5000)
+    if kernel == "has no copy_file_range":
+        monkeypatch.delattr(os, "copy_file_range")
+    merged = tmp_path / "result.csv"
+    room = len(b"id,prediction\n") + sum(p.stat().st_size for p in parts) - 100
+    child = os.fork()  # the limit on file size, a full disk's stand-in, is the process's
+    if child == 0:
+        code = 0
+        try:
+            signal.signal(
+                signal.SIGXFSZ, signal.SIG_IGN
+            )  # a write past it is cut short, then EFBIG
+            resource.setrlimit(
+                resource.RLIMIT_FSIZE, (room, resource.getrlimit(resource.RLIMIT_FSIZE)[1])
+            )
+            batchfiles.concatenate(merged, ["id", "prediction"], parts)
+        except OSError:
+            code = 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(child, 0)
+
+    assert os.waitstatus_to_exitcode(status) == 3  # was 0: the last part's write cut short
+    assert not merged.exists()
 
 
 def test_a_csv_with_quotes_is_not_cut_by_lines(tmp_path) -> None:
