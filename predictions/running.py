@@ -291,6 +291,7 @@ def retry_one(job: PredictionJob) -> PredictionJob:
     """Retry one job; raises NotRetryable unless it failed or was cancelled and still has its
     inputs."""
     if not retry(PredictionJob.objects.filter(pk=job.pk)):
+        job.refresh_from_db()  # as it is now: a purge or another retry may have come between
         if job.purged_at is not None:
             raise NotRetryable(
                 f"job {job.pk} cannot be retried: result retention deleted its inputs "

@@ -12,7 +12,7 @@ from django.utils import timezone
 from django_celery_results.models import TaskResult
 
 from mlsite.tasks import purge_expired_results
-from predictions import batching, retention
+from predictions import batching, retention, running
 from predictions.models import BatchChunk, ChunkStatus, Kind, PredictionJob, Status
 from tests.base import make_user
 from tests.builders import iris_rows, make_version
@@ -227,3 +227,22 @@ def test_the_admin_dates_a_purge_in_the_sites_time_zone(settings) -> None:
     page = client.get(f"/admin/predictions/predictionjob/{job.pk}/change/").content.decode()
 
     assert "deleted by result retention on 2026-12-02" in page
+
+
+@pytest.mark.django_db
+def test_a_retry_that_the_purge_overtakes_says_the_inputs_were_deleted(monkeypatch) -> None:
+    job = finished_job(40, status=Status.FAILED)
+    retry = running.retry
+
+    def purged_first(jobs, **kwargs):  # the purge commits after the view read the job
+        retention.purge_expired(now=NOW, days=30)
+        return retry(jobs, **kwargs)
+
+    monkeypatch.setattr(running, "retry", purged_first)
+    client = Client()
+    client.force_login(job.owner)
+
+    answer = client.post(f"/api/v1/jobs/{job.pk}/retry/")
+
+    assert answer.status_code == 409
+    assert "retention deleted its inputs" in answer.json()["detail"]  # was "… not failed"
