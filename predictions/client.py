@@ -19,6 +19,7 @@ import mimetypes
 import os
 import shutil
 import ssl
+import stat
 import sys
 import time
 import uuid
@@ -196,17 +197,21 @@ class Client:
 
     def _save(self, path: str, media_type: str, out: Path) -> Path:
         # Opened after the answer: a refused download leaves no empty file behind.
-        with self._open("GET", path, None, {"Accept": media_type}) as response:
+        with (
+            self._open("GET", path, None, {"Accept": media_type}) as response,
+            out.open("wb") as stream,
+        ):
             try:
-                with out.open("wb") as stream:
-                    shutil.copyfileobj(response, stream, CHUNK)
+                shutil.copyfileobj(response, stream, CHUNK)
                 missing = getattr(response, "length", None)  # of the Content-Length, not received
                 if missing:  # a dropped connection ends the copy as the end of the file would
                     raise ConnectionError(
                         f"the server stopped sending {out.name}, {missing} bytes short"
                     )
             except BaseException:  # a reset, a stall past the timeout, Ctrl-C: the same part
-                out.unlink(missing_ok=True)  # kept, it would read as a whole result
+                # Kept, a file would read as a whole result; /dev/stdout or a pipe is not ours.
+                if stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+                    out.unlink(missing_ok=True)
                 raise
         return out
 

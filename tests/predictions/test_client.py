@@ -3,8 +3,10 @@
 import argparse
 import csv
 import io
+import os
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import threading
@@ -551,3 +553,27 @@ def test_a_download_cut_by_a_stall_or_a_reset_leaves_no_file(tmp_path: Path, cut
         release.set()
     server.result(timeout=5)
     assert not out.exists()  # was kept, 415 of 10,000 bytes
+
+
+def test_a_download_cut_short_into_a_pipe_leaves_the_pipe(tmp_path: Path) -> None:
+    # --out /dev/stdout or /dev/null: what failed is the download, not the place it went to,
+    # which is not ours to delete (as root, /dev/null itself went). A named pipe stands in.
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def answer_in_part() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: text/csv\r\nContent-Length: 10000\r\n\r\n"
+            connection.sendall(head + b"row,prediction\n" + b"1,0\n" * 100)
+
+    out = tmp_path / "stdout"
+    os.mkfifo(out)
+    drained = ThreadPoolExecutor(1).submit(out.read_bytes)
+    server = ThreadPoolExecutor(1).submit(answer_in_part)
+    with listener, pytest.raises(ConnectionError, match=r"stopped sending stdout"):
+        Client(f"http://127.0.0.1:{port}", "t").download_result("a-job", out)
+    server.result(timeout=5)
+    assert drained.result(timeout=5).startswith(b"row,prediction\n")
+    assert stat.S_ISFIFO(out.stat().st_mode)  # was deleted
