@@ -53,6 +53,17 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return default if raw is None else [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def env_rate(name: str, default: str) -> str:
+    """A DRF throttle rate, checked here: DRF reads it per request, so a bad one answered 500.
+    DRF goes by the period's first letter ("100/minutes" is per minute), and so do we."""
+    raw = env_str(name, default)
+    if not re.fullmatch(r"[0-9]+/[smhd][a-z]*", raw):
+        raise ImproperlyConfigured(
+            f"{name} must be a count per second, minute, hour or day (30/minute), got {raw!r}"
+        )
+    return raw
+
+
 def database_from_url(name: str, url: str) -> dict:
     try:
         config = environ.Env.db_url_config(url)
@@ -227,12 +238,7 @@ MAX_JSON_DEPTH = env_int("MAX_JSON_DEPTH", 32)  # deeper request bodies are refu
 
 # Password checks per client address (an API token, the admin's and the browsable API's
 # sign-in, together): what slows guessing.
-LOGIN_THROTTLE_RATE = env_str("LOGIN_THROTTLE_RATE", "30/minute")
-if not re.fullmatch(r"[0-9]+/(s|sec|second|m|min|minute|h|hour|d|day)", LOGIN_THROTTLE_RATE):
-    raise ImproperlyConfigured(
-        f"LOGIN_THROTTLE_RATE must be a count per second, minute, hour or day (30/minute), "
-        f"got {LOGIN_THROTTLE_RATE!r}"
-    )
+LOGIN_THROTTLE_RATE = env_rate("LOGIN_THROTTLE_RATE", "30/minute")
 
 # Proxies in front of web that set X-Forwarded-For and X-Forwarded-Proto (a TLS proxy: 1).
 # Their headers are trusted only then: the address a throttle counts is the client's, not
@@ -254,7 +260,7 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
     # A short window: DRF keeps (and pickles, on every request) one timestamp per request in
     # the window, so "100000/hour" cost a heavy user milliseconds per request.
-    "DEFAULT_THROTTLE_RATES": {"user": env_str("API_THROTTLE_RATE", "1000/second")},
+    "DEFAULT_THROTTLE_RATES": {"user": env_rate("API_THROTTLE_RATE", "1000/second")},
     "EXCEPTION_HANDLER": "mlsite.api.api_exception_handler",
     "DEFAULT_PARSER_CLASSES": [
         "mlsite.parsers.StrictJSONParser",

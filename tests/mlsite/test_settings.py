@@ -22,6 +22,7 @@ def django_check(**env: str) -> subprocess.CompletedProcess:
         ("DEBUG", "perhaps"),
         ("TASK_TIME_LIMIT", "ten"),
         ("LOGIN_THROTTLE_RATE", "lots"),
+        ("API_THROTTLE_RATE", "lots"),  # started, then answered 500 to every API request
         ("MAX_ARTIFACT_MEMORY_BYTES", "100000000"),  # below what its reader starts with
     ],
 )
