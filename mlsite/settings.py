@@ -245,6 +245,8 @@ LOGIN_THROTTLE_RATE = env_rate("LOGIN_THROTTLE_RATE", "30/minute")
 # the proxy's, and a request the proxy took over TLS is secure. Straight from clients (0),
 # those headers are anyone's to send.
 PROXY_COUNT = env_int("PROXY_COUNT", 0)
+if PROXY_COUNT < 0:  # DRF picks the client's address from X-Forwarded-For by it: an IndexError
+    raise ImproperlyConfigured(f"PROXY_COUNT must be 0 or more, got {PROXY_COUNT}")
 
 REST_FRAMEWORK = {
     "NUM_PROXIES": PROXY_COUNT,  # DRF's default, None, trusts X-Forwarded-For from anyone
