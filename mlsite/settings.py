@@ -307,6 +307,10 @@ SPECTACULAR_SETTINGS = {
 # Celery: every task has a hard time limit, and Redis's visibility timeout sits above the
 # longest of them, so an unacked message is only redelivered once its worker is surely dead.
 TASK_TIME_LIMIT = env_int("TASK_TIME_LIMIT", 900)
+if TASK_TIME_LIMIT <= 30:  # the soft limit is 30 s less: at 20, -10 s stopped every task at once
+    raise ImproperlyConfigured(
+        f"TASK_TIME_LIMIT must be more than 30 seconds, got {TASK_TIME_LIMIT}"
+    )
 VISIBILITY_TIMEOUT = env_int("VISIBILITY_TIMEOUT", TASK_TIME_LIMIT * 2)
 if VISIBILITY_TIMEOUT <= TASK_TIME_LIMIT:
     raise ImproperlyConfigured("VISIBILITY_TIMEOUT must be larger than TASK_TIME_LIMIT")
