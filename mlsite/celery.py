@@ -70,9 +70,10 @@ def use_django_logging(
 def limit_native_threads(**_: object) -> None:
     # Each pool process scores alone; letting BLAS/OpenMP spawn one thread per core in
     # every process oversubscribes the CPUs and makes models like HistGradientBoosting crawl.
+    from django.conf import settings
     from threadpoolctl import threadpool_limits
 
-    threadpool_limits(int(os.environ.get("WORKER_NATIVE_THREADS", "1")))
+    threadpool_limits(settings.WORKER_NATIVE_THREADS)
 
 
 @task_postrun.connect

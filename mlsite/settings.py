@@ -208,6 +208,7 @@ MAX_METRICS = env_int("MAX_METRICS", 50)  # most metrics on one version
 MAX_METRIC_NAME_LENGTH = env_int("MAX_METRIC_NAME_LENGTH", 100)
 BATCH_CHUNK_ROWS = env_int("BATCH_CHUNK_ROWS", 100_000)
 MODEL_CACHE_SIZE = env_int("MODEL_CACHE_SIZE", 8)
+WORKER_NATIVE_THREADS = env_int("WORKER_NATIVE_THREADS", 1)  # BLAS/OpenMP threads per process
 MAX_WAIT_SECONDS = env_int("MAX_WAIT_SECONDS", 30)
 # Model references and API tokens are cached per process, dropped everywhere when they change
 # (mlsite/freshcache.py); this bounds how long a change Redis could not announce goes unseen.

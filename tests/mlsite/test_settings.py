@@ -25,6 +25,7 @@ def django_check(**env: str) -> subprocess.CompletedProcess:
         ("API_THROTTLE_RATE", "lots"),  # started, then answered 500 to every API request
         ("PROXY_COUNT", "-1"),  # started, then a sign-in through one proxy answered 500
         ("TASK_TIME_LIMIT", "20"),  # a soft limit of -10 s stopped every task at once
+        ("WORKER_NATIVE_THREADS", "two"),  # each pool process logged a ValueError, unlimited
         ("MAX_ARTIFACT_MEMORY_BYTES", "100000000"),  # below what its reader starts with
     ],
 )
