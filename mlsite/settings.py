@@ -1,5 +1,6 @@
 """Django settings, read from the environment; the README lists every variable."""
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -407,6 +408,11 @@ CELERY_TIMEZONE = TIME_ZONE
 LOG_FORMAT = env_str("LOG_FORMAT", "plain")
 if LOG_FORMAT not in ("plain", "json"):
     raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, got {LOG_FORMAT!r}")
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()  # as Celery's --loglevel, any case
+if LOG_LEVEL not in logging.getLevelNamesMapping():  # else "Unable to configure root logger"
+    raise ImproperlyConfigured(
+        f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {LOG_LEVEL!r}"
+    )
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -425,7 +431,7 @@ LOGGING = {
             "filters": ["job_context"],
         }
     },
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         # Django's default config gives "django" a console handler of its own (under DEBUG),
         # which printed each line a second time, unformatted, beside the root's.

@@ -26,6 +26,7 @@ def django_check(**env: str) -> subprocess.CompletedProcess:
         ("PROXY_COUNT", "-1"),  # started, then a sign-in through one proxy answered 500
         ("TASK_TIME_LIMIT", "20"),  # a soft limit of -10 s stopped every task at once
         ("WORKER_NATIVE_THREADS", "two"),  # each pool process logged a ValueError, unlimited
+        ("LOG_LEVEL", "LOUD"),  # "Unable to configure root logger", not naming the variable
         ("MAX_ARTIFACT_MEMORY_BYTES", "100000000"),  # below what its reader starts with
     ],
 )
@@ -34,6 +35,11 @@ def test_a_malformed_variable_stops_start_up_naming_it(variable: str, value: str
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr
     assert variable in result.stderr
+
+
+def test_log_level_is_read_in_any_case() -> None:
+    result = django_check(LOG_LEVEL="debug")  # as celery --loglevel takes it
+    assert result.returncode == 0, result.stderr
 
 
 def test_secret_key_is_required_when_debug_is_off() -> None:
