@@ -8,6 +8,7 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
+from redis.connection import parse_url as parse_redis_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 _TRUE = {"1", "true", "yes", "on"}
@@ -232,6 +233,10 @@ MAX_ATTEMPTS = env_int("MAX_ATTEMPTS", 3)  # then a lost job fails with worker_l
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6390/0")
 if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
     raise ImproperlyConfigured(f"REDIS_URL must be a redis:// URL, got {REDIS_URL!r}")
+try:  # a bad port: web took Redis for away (jobs queued, never sent), workers did not start
+    parse_redis_url(REDIS_URL)
+except ValueError as exc:
+    raise ImproperlyConfigured(f"REDIS_URL is not a Redis URL: {exc}") from None
 REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 2.0)
 # After a failed send, the API skips the broker this long (the job stays queued and the
 # reconciler sends it), so a Redis outage costs one timeout, not one per request.

@@ -18,6 +18,7 @@ def django_check(**env: str) -> subprocess.CompletedProcess:
     [
         ("DATABASE_URL", "nosuchdb://x/y"),
         ("REDIS_URL", "http://127.0.0.1:6379"),
+        ("REDIS_URL", "redis://127.0.0.1:63790000/0"),  # web took it as a Redis that is away
         ("MAX_INLINE_ROWS", "many"),
         ("DEBUG", "perhaps"),
         ("TASK_TIME_LIMIT", "ten"),
