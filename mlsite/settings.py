@@ -19,14 +19,17 @@ def env_str(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
 
-def env_int(name: str, default: int) -> int:
+def env_int(name: str, default: int, minimum: int | None = None) -> int:
     raw = os.environ.get(name)
     if raw is None:
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {value}")
+    return value
 
 
 def env_float(name: str, default: float) -> float:
@@ -208,19 +211,19 @@ MAX_FILE_ROWS = env_int("MAX_FILE_ROWS", 20_000_000)
 # Every metric is a column and a chart on each admin page of its model's versions.
 MAX_METRICS = env_int("MAX_METRICS", 50)  # most metrics on one version
 MAX_METRIC_NAME_LENGTH = env_int("MAX_METRIC_NAME_LENGTH", 100)
-BATCH_CHUNK_ROWS = env_int("BATCH_CHUNK_ROWS", 100_000)
+BATCH_CHUNK_ROWS = env_int("BATCH_CHUNK_ROWS", 100_000, minimum=1)
 MODEL_CACHE_SIZE = env_int("MODEL_CACHE_SIZE", 8)
-WORKER_NATIVE_THREADS = env_int("WORKER_NATIVE_THREADS", 1)  # BLAS/OpenMP threads per process
+WORKER_NATIVE_THREADS = env_int("WORKER_NATIVE_THREADS", 1, minimum=1)  # BLAS/OpenMP threads
 MAX_WAIT_SECONDS = env_int("MAX_WAIT_SECONDS", 30)
 # Model references and API tokens are cached per process, dropped everywhere when they change
 # (mlsite/freshcache.py); this bounds how long a change Redis could not announce goes unseen.
 FRESH_CACHE_SECONDS = env_float("FRESH_CACHE_SECONDS", 30.0)
 UNPICKLE_EXTRA_ALLOWED = env_list("UNPICKLE_EXTRA_ALLOWED", [])
 RESULT_RETENTION_DAYS = env_int("RESULT_RETENTION_DAYS", 30)
-RETENTION_BATCH_SIZE = env_int("RETENTION_BATCH_SIZE", 500)
+RETENTION_BATCH_SIZE = env_int("RETENTION_BATCH_SIZE", 500, minimum=1)
 METRICS_TOKEN = env_str("METRICS_TOKEN", "")  # when set, /metrics wants "Bearer <token>"
 # Prediction jobs: micro-batching of single jobs, leases and the reconciler (issue 4 and 6).
-PREDICT_FLUSH_EVERY = env_int("PREDICT_FLUSH_EVERY", 128)  # requests per micro-batch at most
+PREDICT_FLUSH_EVERY = env_int("PREDICT_FLUSH_EVERY", 128, minimum=1)  # jobs per micro-batch
 PREDICT_FLUSH_INTERVAL = env_float("PREDICT_FLUSH_INTERVAL", 0.01)  # seconds a lone job waits
 PREDICT_FLUSHES_AT_ONCE = env_int("PREDICT_FLUSHES_AT_ONCE", 1)  # micro-batches scored at once
 if PREDICT_FLUSHES_AT_ONCE < 1:

@@ -27,6 +27,8 @@ def django_check(**env: str) -> subprocess.CompletedProcess:
         ("PROXY_COUNT", "-1"),  # started, then a sign-in through one proxy answered 500
         ("TASK_TIME_LIMIT", "20"),  # a soft limit of -10 s stopped every task at once
         ("WORKER_NATIVE_THREADS", "two"),  # each pool process logged a ValueError, unlimited
+        ("BATCH_CHUNK_ROWS", "0"),  # every batch job failed: "range() arg 3 must not be zero"
+        ("RETENTION_BATCH_SIZE", "0"),  # retention purged nothing, and said nothing
         ("LOG_LEVEL", "LOUD"),  # "Unable to configure root logger", not naming the variable
         ("MAX_ARTIFACT_MEMORY_BYTES", "100000000"),  # below what its reader starts with
     ],
