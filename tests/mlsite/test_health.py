@@ -127,3 +127,19 @@ def test_a_staff_session_gets_the_json_answer_while_the_database_is_away(
     answer = staff.get("/healthz")
     assert answer.status_code == 503
     assert json.loads(answer.content) == {"status": "fail", "failing": ["database"]}
+
+
+@pytest.mark.django_db
+def test_the_database_check_fails_naming_migrations_the_database_lacks() -> None:
+    # A release started before `manage.py migrate`: every job request answered 500 (a column
+    # that does not exist) while /healthz said "ok".
+    from django.db import connection
+    from django.db.migrations.recorder import MigrationRecorder
+
+    assert health.check_database() == {"ok": True, "vendor": connection.vendor}
+    MigrationRecorder(connection).record_unapplied("predictions", "0007_job_text_predictions")
+    assert health.check_database() == {
+        "ok": False,
+        "vendor": connection.vendor,
+        "unapplied_migrations": ["predictions.0007_job_text_predictions"],
+    }
