@@ -11,8 +11,8 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -409,6 +409,23 @@ def test_a_file_over_the_upload_limit_is_refused_as_too_large_not_as_a_server_aw
     assert "cannot reach" not in error
 
 
+def sends_part_of_a_result(
+    listener: socket.socket, then: Callable[[socket.socket], None] = lambda connection: None
+) -> Future[None]:
+    """A server that announces a result of 10,000 bytes, sends 415 of them, then does `then`
+    with the connection before it closes: the network is what we do not own."""
+
+    def answer_in_part() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: text/csv\r\nContent-Length: 10000\r\n\r\n"
+            connection.sendall(head + b"row,prediction\n" + b"1,0\n" * 100)
+            then(connection)
+
+    return ThreadPoolExecutor(1).submit(answer_in_part)
+
+
 def test_a_download_the_connection_cuts_short_is_an_error_and_leaves_no_file(
     tmp_path: Path,
 ) -> None:
@@ -417,14 +434,7 @@ def test_a_download_the_connection_cuts_short_is_an_error_and_leaves_no_file(
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
 
-    def answer_in_part() -> None:
-        connection, _ = listener.accept()
-        with connection:
-            connection.recv(65536)
-            head = b"HTTP/1.1 200 OK\r\nContent-Type: text/csv\r\nContent-Length: 10000\r\n\r\n"
-            connection.sendall(head + b"row,prediction\n" + b"1,0\n" * 100)
-
-    server = ThreadPoolExecutor(1).submit(answer_in_part)
+    server = sends_part_of_a_result(listener)
     out = tmp_path / "result.csv"
     with listener, pytest.raises(ConnectionError, match=r"stopped sending result\.csv"):
         Client(f"http://127.0.0.1:{port}", "t").download_result("a-job", out)
@@ -533,18 +543,13 @@ def test_a_download_cut_by_a_stall_or_a_reset_leaves_no_file(tmp_path: Path, cut
     port = listener.getsockname()[1]
     release = threading.Event()
 
-    def answer_in_part() -> None:
-        connection, _ = listener.accept()
-        with connection:
-            connection.recv(65536)
-            head = b"HTTP/1.1 200 OK\r\nContent-Type: text/csv\r\nContent-Length: 10000\r\n\r\n"
-            connection.sendall(head + b"row,prediction\n" + b"1,0\n" * 100)
-            if cut == "resets":  # closing with linger 0 sends RST, not FIN
-                connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            else:
-                release.wait(10)
+    def then_cut(connection: socket.socket) -> None:
+        if cut == "resets":  # closing with linger 0 sends RST, not FIN
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        else:
+            release.wait(10)
 
-    server = ThreadPoolExecutor(1).submit(answer_in_part)
+    server = sends_part_of_a_result(listener, then_cut)
     out = tmp_path / "result.csv"
     try:
         with listener, pytest.raises(OSError):  # TimeoutError, ConnectionResetError
@@ -561,17 +566,10 @@ def test_a_download_cut_short_into_a_pipe_leaves_the_pipe(tmp_path: Path) -> Non
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
 
-    def answer_in_part() -> None:
-        connection, _ = listener.accept()
-        with connection:
-            connection.recv(65536)
-            head = b"HTTP/1.1 200 OK\r\nContent-Type: text/csv\r\nContent-Length: 10000\r\n\r\n"
-            connection.sendall(head + b"row,prediction\n" + b"1,0\n" * 100)
-
     out = tmp_path / "stdout"
     os.mkfifo(out)
     drained = ThreadPoolExecutor(1).submit(out.read_bytes)
-    server = ThreadPoolExecutor(1).submit(answer_in_part)
+    server = sends_part_of_a_result(listener)
     with listener, pytest.raises(ConnectionError, match=r"stopped sending stdout"):
         Client(f"http://127.0.0.1:{port}", "t").download_result("a-job", out)
     server.result(timeout=5)
