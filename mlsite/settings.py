@@ -225,9 +225,7 @@ METRICS_TOKEN = env_str("METRICS_TOKEN", "")  # when set, /metrics wants "Bearer
 # Prediction jobs: micro-batching of single jobs, leases and the reconciler (issue 4 and 6).
 PREDICT_FLUSH_EVERY = env_int("PREDICT_FLUSH_EVERY", 128, minimum=1)  # jobs per micro-batch
 PREDICT_FLUSH_INTERVAL = env_float("PREDICT_FLUSH_INTERVAL", 0.01)  # seconds a lone job waits
-PREDICT_FLUSHES_AT_ONCE = env_int("PREDICT_FLUSHES_AT_ONCE", 1)  # micro-batches scored at once
-if PREDICT_FLUSHES_AT_ONCE < 1:
-    raise ImproperlyConfigured("PREDICT_FLUSHES_AT_ONCE must be at least 1")
+PREDICT_FLUSHES_AT_ONCE = env_int("PREDICT_FLUSHES_AT_ONCE", 1, minimum=1)  # scored at once
 MAX_JSON_RESULT_ROWS = env_int("MAX_JSON_RESULT_ROWS", 100_000)  # larger results: csv/parquet
 RECONCILE_INTERVAL = env_float("RECONCILE_INTERVAL", 30.0)
 RECONCILE_QUEUED_AFTER = env_int("RECONCILE_QUEUED_AFTER", 60)  # re-send a job queued this long
@@ -254,9 +252,8 @@ LOGIN_THROTTLE_RATE = env_rate("LOGIN_THROTTLE_RATE", "30/minute")
 # Their headers are trusted only then: the address a throttle counts is the client's, not
 # the proxy's, and a request the proxy took over TLS is secure. Straight from clients (0),
 # those headers are anyone's to send.
-PROXY_COUNT = env_int("PROXY_COUNT", 0)
-if PROXY_COUNT < 0:  # DRF picks the client's address from X-Forwarded-For by it: an IndexError
-    raise ImproperlyConfigured(f"PROXY_COUNT must be 0 or more, got {PROXY_COUNT}")
+# DRF picks the client's address from X-Forwarded-For by it: -1 was an IndexError, a 500.
+PROXY_COUNT = env_int("PROXY_COUNT", 0, minimum=0)
 
 REST_FRAMEWORK = {
     "NUM_PROXIES": PROXY_COUNT,  # DRF's default, None, trusts X-Forwarded-For from anyone
@@ -316,11 +313,8 @@ SPECTACULAR_SETTINGS = {
 
 # Celery: every task has a hard time limit, and Redis's visibility timeout sits above the
 # longest of them, so an unacked message is only redelivered once its worker is surely dead.
-TASK_TIME_LIMIT = env_int("TASK_TIME_LIMIT", 900)
-if TASK_TIME_LIMIT <= 30:  # the soft limit is 30 s less: at 20, -10 s stopped every task at once
-    raise ImproperlyConfigured(
-        f"TASK_TIME_LIMIT must be more than 30 seconds, got {TASK_TIME_LIMIT}"
-    )
+# The soft limit is 30 s less: at 20, one of -10 s stopped every task at once.
+TASK_TIME_LIMIT = env_int("TASK_TIME_LIMIT", 900, minimum=31)
 VISIBILITY_TIMEOUT = env_int("VISIBILITY_TIMEOUT", TASK_TIME_LIMIT * 2)
 if VISIBILITY_TIMEOUT <= TASK_TIME_LIMIT:
     raise ImproperlyConfigured("VISIBILITY_TIMEOUT must be larger than TASK_TIME_LIMIT")

@@ -18,7 +18,6 @@ import json
 import mimetypes
 import os
 import shutil
-import ssl
 import stat
 import sys
 import time
@@ -293,8 +292,8 @@ class _Handler(HTTPHandler):
 
 class _TLSHandler(HTTPSHandler):
     def https_open(self, req: Request) -> http.client.HTTPResponse:
-        context = ssl.create_default_context()
-        return self.do_open(_ReadsTheAnswerToABodyCutShortTLS, req, context=context)
+        # No context of ours: the connection makes the default one, as urlopen's does.
+        return self.do_open(_ReadsTheAnswerToABodyCutShortTLS, req)
 
 
 OPENER = build_opener(_Handler, _TLSHandler)
